@@ -1,0 +1,40 @@
+"""aiostream_mux: asyncio-native stream multiplexing, the async successor of pescador.
+
+``import aiostream_mux as pescador`` keeps pescador code working, while every
+Streamer and Stream also works with ``async for``.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import AiostreamMuxError as AiostreamMuxError
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import DataError as DataError
+from ._exceptions import PescadorError as PescadorError
+from ._exceptions import UnsupportedBackendError as UnsupportedBackendError
+from ._exceptions import WorkerError as WorkerError
+from ._streamer import Stream as Stream
+from ._streamer import Streamer as Streamer
+from ._streamer import streamable as streamable
+from ._version import __version__ as __version__
+
+__all__ = [
+    "AiostreamMuxError",
+    "ConfigError",
+    "DataError",
+    "PescadorError",
+    "Stream",
+    "Streamer",
+    "UnsupportedBackendError",
+    "WorkerError",
+    "__version__",
+    "streamable",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover - builtins
+            pass
+del _name, _obj

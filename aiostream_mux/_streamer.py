@@ -1,0 +1,697 @@
+"""Streamer, the reusable recipe, and Stream, one activation of it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import threading
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from ._exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from typing_extensions import ParamSpec, Self
+
+    P = ParamSpec("P")
+
+__all__ = ["Stream", "Streamer", "streamable"]
+
+T = TypeVar("T")
+
+#: A sync source consumed by ``async for`` yields to the event loop this often.
+CHECKPOINT_EVERY = 32
+
+Run = Iterator[T] | AsyncIterator[T]
+
+
+def _check_max_iter(max_iter: int | None) -> int | None:
+    if max_iter is None:
+        return None
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int):
+        try:
+            as_int = int(max_iter.__index__())  # numpy integers
+        except (AttributeError, TypeError):
+            raise ConfigError(
+                f"max_iter={max_iter!r} must be None or an int >= 0"
+            ) from None
+        max_iter = as_int
+    if max_iter < 0:
+        raise ConfigError(f"max_iter={max_iter} must be None or an int >= 0")
+    return max_iter
+
+
+def _is_async_run(run: object) -> bool:
+    return hasattr(run, "__anext__")
+
+
+class Streamer(Generic[T]):
+    """A reusable recipe for a stream: a source plus its arguments.
+
+    A Streamer can be activated any number of times; each activation is a
+    :class:`Stream`, which speaks both ``for`` and ``async for``. It pickles
+    when its source does (a module-level function or a plain container), so it
+    can be shipped to another process.
+
+    Parameters
+    ----------
+    streamer : callable, iterable, async iterable or Streamer
+        The source. A (sync or async) generator function, or any callable
+        returning a (sync or async) iterable, is called with ``*args`` and
+        ``**kwargs`` at every activation. An iterable or async iterable is
+        iterated directly. Another :class:`Streamer` is activated.
+    *args, **kwargs
+        Passed to ``streamer`` when it is callable.
+
+    Raises
+    ------
+    ConfigError
+        If ``streamer`` is none of the above, is a coroutine function, or
+        arguments are given for a source that is not callable.
+
+    See Also
+    --------
+    streamable : build Streamers by decorating a generator function.
+
+    Examples
+    --------
+    >>> def count(n):
+    ...     yield from range(n)
+    >>> streamer = Streamer(count, 5)
+    >>> list(streamer)
+    [0, 1, 2, 3, 4]
+    >>> list(streamer(max_iter=3))
+    [0, 1, 2]
+    >>> list(streamer.cycle(max_iter=7))
+    [0, 1, 2, 3, 4, 0, 1]
+
+    The same Streamer works in async code:
+
+    >>> import anyio
+    >>> async def main():
+    ...     return [x async for x in streamer.iterate(max_iter=2)]
+    >>> anyio.run(main)
+    [0, 1]
+    """
+
+    streamer: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    @overload
+    def __init__(
+        self, streamer: Callable[P, Iterable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> None: ...
+    @overload
+    def __init__(
+        self, streamer: Callable[P, AsyncIterable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> None: ...
+    @overload
+    def __init__(self, streamer: Streamer[T] | Iterable[T] | AsyncIterable[T], /) -> None: ...
+    def __init__(self, streamer: Any, /, *args: Any, **kwargs: Any) -> None:
+        target = getattr(streamer, "__wrapped_generator__", streamer)
+        if inspect.iscoroutinefunction(target):
+            raise ConfigError(
+                f"streamer={streamer!r} is a coroutine function; a source must be an "
+                "iterable, an async iterable, or a (sync or async) generator function "
+                "— use 'yield' in it to make it an async generator"
+            )
+        is_streamer = isinstance(streamer, Streamer)
+        if not is_streamer and not callable(streamer):
+            if not isinstance(streamer, (Iterable, AsyncIterable)):
+                raise ConfigError(
+                    f"streamer={streamer!r} is not iterable: a source must be an iterable, "
+                    "an async iterable, a (sync or async) generator function, a callable "
+                    "returning one of those, or a Streamer"
+                )
+            if args or kwargs:
+                raise ConfigError(
+                    f"streamer={streamer!r} is not callable, so it takes no arguments "
+                    f"(got args={args!r}, kwargs={kwargs!r})"
+                )
+        self.streamer = streamer
+        self.args = args
+        self.kwargs = kwargs
+        self._init_bookkeeping()
+
+    def _init_bookkeeping(self) -> None:
+        self._runs_lock = threading.Lock()
+        self._runs: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    # -- pickling and copying: the bookkeeping is per object, not part of the recipe
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_runs_lock", None)
+        state.pop("_runs", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_bookkeeping()
+
+    def __repr__(self) -> str:
+        name = getattr(self.streamer, "__qualname__", None) or repr(self.streamer)
+        return f"<{type(self).__name__} {name}>"
+
+    # -- activation: subclasses (muxes) override _start
+    def _start(
+        self,
+        seed: np.random.SeedSequence | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+    ) -> Run[T]:
+        """Start one run of the source: a sync or an async iterator.
+
+        An async run must do nothing until it is first pulled, since it may be
+        handed to another thread's event loop.
+        """
+        source = self.streamer
+        if isinstance(source, Streamer):
+            return source._start(seed, task_group)
+        if callable(source):
+            target = getattr(source, "__wrapped_generator__", source)
+            run = target(*self.args, **self.kwargs)
+            if inspect.iscoroutine(run):
+                run.close()
+                raise ConfigError(
+                    f"streamer={source!r} returned a coroutine; a source must return an "
+                    "iterable or an async iterable"
+                )
+            if isinstance(run, AsyncIterable):
+                return run.__aiter__()
+            if isinstance(run, Iterable):
+                return iter(run)
+            raise ConfigError(
+                f"streamer={source!r} returned {type(run).__name__!r}, which is not iterable"
+            )
+        if isinstance(source, AsyncIterable):
+            return source.__aiter__()
+        return iter(source)
+
+    def _track(self, run: object) -> None:
+        try:
+            with self._runs_lock:
+                self._runs.add(run)
+        except TypeError:  # no weak references to this iterator type
+            pass
+
+    @property
+    def active(self) -> int:
+        """Number of activations started and not yet exhausted, closed or collected."""
+        with self._runs_lock:
+            runs = list(self._runs)
+        return sum(1 for run in runs if _run_alive(run))
+
+    @property
+    def is_activated_copy(self) -> bool:
+        """``False``: a Streamer is a recipe; its activations are :class:`Stream` objects."""
+        return False
+
+    # -- pescador's interface
+    def iterate(self, max_iter: int | None = None) -> Stream[T]:
+        """Activate the source once.
+
+        Parameters
+        ----------
+        max_iter : int or None
+            Maximum number of items to yield; ``None`` exhausts the source.
+
+        Returns
+        -------
+        Stream
+            Iterate it with ``for`` or ``async for``.
+
+        Raises
+        ------
+        ConfigError
+            If ``max_iter`` is negative or not an int.
+        """
+        return Stream(self, max_iter=max_iter, cycle=False)
+
+    def cycle(self, max_iter: int | None = None) -> Stream[T]:
+        """Activate the source again and again, restarting it whenever it ends.
+
+        Unlike pescador, cycling stops when a whole run of the source yields
+        nothing, instead of looping forever.
+
+        Parameters
+        ----------
+        max_iter : int or None
+            Maximum number of items to yield; ``None`` for no limit.
+
+        Returns
+        -------
+        Stream
+        """
+        return Stream(self, max_iter=max_iter, cycle=True)
+
+    def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Stream[T]:
+        """Activate the source: ``iterate(max_iter)``, or ``cycle(max_iter)`` if ``cycle``.
+
+        Parameters
+        ----------
+        max_iter : int or None
+            Maximum number of items to yield.
+        cycle : bool
+            Restart the source whenever it ends.
+
+        Returns
+        -------
+        Stream
+        """
+        return Stream(self, max_iter=max_iter, cycle=bool(cycle))
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(Stream(self))
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return Stream(self).__aiter__()
+
+    @asynccontextmanager
+    async def open(
+        self, *, max_iter: int | None = None, cycle: bool = False
+    ) -> AsyncIterator[Stream[T]]:
+        """Activate the source inside a structured block; works on every anyio backend.
+
+        Everything the activation starts (tasks, for muxes) lives in a task
+        group owned by the block, and is closed when the block exits.
+
+        Parameters
+        ----------
+        max_iter : int or None
+            Maximum number of items to yield.
+        cycle : bool
+            Restart the source whenever it ends.
+
+        Yields
+        ------
+        Stream
+
+        Examples
+        --------
+        >>> import anyio
+        >>> async def main():
+        ...     async with Streamer(range(5)).open(max_iter=3) as stream:
+        ...         return [x async for x in stream]
+        >>> anyio.run(main)
+        [0, 1, 2]
+        """
+        async with anyio.create_task_group() as tg:
+            stream = Stream(self, max_iter=max_iter, cycle=bool(cycle), _task_group=tg)
+            try:
+                yield stream
+            finally:
+                await stream.aclose()
+                tg.cancel_scope.cancel()
+
+    async def take(self, n: int) -> list[T]:
+        """Activate the source, return its first ``n`` items, and close it.
+
+        Made for notebooks: ``batch = await streamer.take(8)``.
+
+        Parameters
+        ----------
+        n : int
+            Number of items, >= 0; fewer are returned if the source ends.
+
+        Returns
+        -------
+        list
+        """
+        async with self.open(max_iter=_check_max_iter(n)) as stream:
+            return await stream.to_list()
+
+
+def _run_alive(run: Any) -> bool:
+    frame = getattr(run, "gi_frame", getattr(run, "ag_frame", True))
+    return frame is not None
+
+
+class _RunHolder:
+    """The run a Stream is currently reading, so ``close()`` can reach it."""
+
+    __slots__ = ("run",)
+
+    def __init__(self) -> None:
+        self.run: Any = None
+
+
+def _sync_runs(streamer: Streamer[T], first: Iterator[T], holder: _RunHolder) -> Iterator[T]:
+    """Yield every item of ``first``, then of fresh runs, until a run yields nothing."""
+    run: Iterator[T] | None = first
+    while run is not None:
+        holder.run = run
+        marker: Any = _EMPTY
+        for marker in run:
+            yield marker
+            yield from run
+        if marker is _EMPTY:
+            return
+        started = streamer._start()
+        if _is_async_run(started):
+            raise ConfigError(
+                f"{streamer!r} switched from a sync to an async source between runs"
+            )
+        run = started  # type: ignore[assignment]
+        streamer._track(run)
+
+
+_EMPTY: Any = object()
+
+
+def _sync_engine(
+    streamer: Streamer[T], first: Iterator[T], max_iter: int | None, cycle: bool
+) -> Iterator[T]:
+    """The sync iterator for one Stream: the run, limited, cycled, closed at the end."""
+    holder = _RunHolder()
+    holder.run = first
+    items: Iterator[T] = _sync_runs(streamer, first, holder) if cycle else first
+    if max_iter is not None:
+        items = itertools.islice(items, max_iter)
+    try:
+        yield from items
+    finally:
+        close = getattr(holder.run, "close", None)
+        if close is not None:
+            close()
+
+
+async def _async_engine(
+    streamer: Streamer[T],
+    first: Run[T],
+    max_iter: int | None,
+    cycle: bool,
+    seed: np.random.SeedSequence | None,
+    task_group: anyio.abc.TaskGroup | None,
+) -> AsyncIterator[T]:
+    """The async iterator for one Stream: any run, limited, cycled, closed at the end."""
+    remaining = max_iter
+    run: Run[T] | None = first
+    while run is not None and remaining != 0:
+        got_any = False
+        try:
+            if isinstance(run, AsyncIterator):
+                async for item in run:
+                    got_any = True
+                    yield item
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            return
+            else:
+                n = 0
+                for item in run:
+                    got_any = True
+                    yield item
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            return
+                    n += 1
+                    if n % CHECKPOINT_EVERY == 0:
+                        await anyio.lowlevel.checkpoint()
+        finally:
+            await _close_run(run)
+        if not (cycle and got_any):
+            return
+        run = streamer._start(seed, task_group)
+        streamer._track(run)
+
+
+async def _close_run(run: object) -> None:
+    aclose = getattr(run, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(run, "close", None)
+    if close is not None:
+        close()
+
+
+class Stream(Generic[T]):
+    """One activation of a :class:`Streamer`: an iterator for ``for`` and ``async for``.
+
+    What :meth:`Streamer.iterate`, :meth:`Streamer.cycle` and
+    :meth:`Streamer.__call__` return. The source starts on the first item
+    requested, in whichever protocol is used first, and a Stream then stays in
+    that protocol. ``with`` and ``async with`` close it for sure; so does
+    exhausting it. A sync consumer of an async source gets its items from a
+    private event loop in a background thread, in batches.
+
+    Examples
+    --------
+    >>> stream = Streamer(range(10)).iterate(max_iter=4)
+    >>> with stream:
+    ...     print(next(stream), list(stream))
+    0 [1, 2, 3]
+    """
+
+    def __init__(
+        self,
+        streamer: Streamer[T],
+        max_iter: int | None = None,
+        cycle: bool = False,
+        *,
+        _seed: np.random.SeedSequence | None = None,
+        _task_group: anyio.abc.TaskGroup | None = None,
+    ) -> None:
+        self.streamer = streamer
+        self.max_iter = _check_max_iter(max_iter)
+        self.cycle = cycle
+        self._seed = _seed
+        self._task_group = _task_group
+        self._sync: Iterator[T] | None = None
+        self._async: AsyncIterator[T] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        mode = "sync" if self._sync else "async" if self._async else "not started"
+        state = "closed" if self._closed else mode
+        return f"<Stream of {self.streamer!r}, max_iter={self.max_iter}, {state}>"
+
+    @property
+    def is_activated_copy(self) -> bool:
+        """``True``: a Stream is an activation (pescador's "activated copy")."""
+        return True
+
+    def _start_run(self) -> Run[T]:
+        if self._closed:
+            raise RuntimeError("this Stream is closed; activate the Streamer again")
+        run = self.streamer._start(self._seed, self._task_group)
+        self.streamer._track(run)
+        return run
+
+    # -- sync protocol
+    def _sync_iter(self) -> Iterator[T]:
+        it = self._sync
+        if it is not None:
+            return it
+        if self._async is not None:
+            raise RuntimeError("this Stream is being consumed with 'async for'; use it there")
+        if self.max_iter == 0 or self._closed:
+            it = iter(())
+        else:
+            run = self._start_run()
+            if _is_async_run(run):
+                from ._sync import PortalIterator
+
+                streamer, max_iter, cycle, seed = (
+                    self.streamer, self.max_iter, self.cycle, self._seed
+                )
+                it = PortalIterator(
+                    lambda: _async_engine(streamer, run, max_iter, cycle, seed, None)
+                )
+            else:
+                it = _sync_engine(self.streamer, run, self.max_iter, self.cycle)  # type: ignore[arg-type]
+        self._sync = it
+        return it
+
+    def __iter__(self) -> Iterator[T]:
+        return self._sync_iter()
+
+    def __next__(self) -> T:
+        return next(self._sync_iter())
+
+    def close(self) -> None:
+        """Close the source (its ``finally:`` runs) and anything the Stream started."""
+        self._closed = True
+        it = self._sync
+        if it is not None:
+            it.close()  # type: ignore[attr-defined]
+        elif self._async is not None:
+            _close_async_now(self._async)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- async protocol
+    def _async_iter(self) -> AsyncIterator[T]:
+        ait = self._async
+        if ait is not None:
+            return ait
+        if self._sync is not None:
+            raise RuntimeError("this Stream is being consumed with 'for'; use it there")
+        if self.max_iter == 0 or self._closed:
+            ait = _empty()
+        else:
+            run = self._start_run()
+            if self.max_iter is None and not self.cycle and inspect.isasyncgen(run):
+                ait = run  # the fast path: nothing to add per item
+            else:
+                ait = _async_engine(
+                    self.streamer, run, self.max_iter, self.cycle, self._seed, self._task_group
+                )
+        self._async = ait
+        return ait
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._async_iter()
+
+    async def __anext__(self) -> T:
+        return await self._async_iter().__anext__()
+
+    async def aclose(self) -> None:
+        """Close the source (its ``finally:`` runs) and anything the Stream started."""
+        self._closed = True
+        if self._async is not None:
+            await _close_run(self._async)
+        elif self._sync is not None:
+            self._sync.close()  # type: ignore[attr-defined]
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- notebook helpers
+    async def take(self, n: int) -> list[T]:
+        """Return the next ``n`` items (fewer if the stream ends first).
+
+        Parameters
+        ----------
+        n : int
+            Number of items, >= 0.
+
+        Returns
+        -------
+        list
+
+        Examples
+        --------
+        >>> import anyio
+        >>> async def main():
+        ...     stream = Streamer(range(10)).iterate()
+        ...     return await stream.take(3), await stream.take(2)
+        >>> anyio.run(main)
+        ([0, 1, 2], [3, 4])
+        """
+        n = _check_max_iter(n) or 0
+        out: list[T] = []
+        ait = self._async_iter()
+        while len(out) < n:
+            try:
+                out.append(await ait.__anext__())
+            except StopAsyncIteration:
+                break
+        return out
+
+    async def to_list(self) -> list[T]:
+        """Return every remaining item; the stream must be finite.
+
+        Returns
+        -------
+        list
+        """
+        return [item async for item in self._async_iter()]
+
+
+def _close_async_now(ait: AsyncIterator[Any]) -> None:
+    """Close an async iterator from sync code, when that needs no awaiting."""
+    aclose = getattr(ait, "aclose", None)
+    if aclose is None:
+        return
+    closing = aclose()
+    try:
+        closing.send(None)
+    except StopIteration:
+        return
+    closing.close()
+    raise RuntimeError("this Stream is consumed with 'async for': close it with 'await stream.aclose()'")
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield  # pragma: no cover
+
+
+class _Streamable(Generic[T]):
+    """A generator function turned into a Streamer factory; pickles by name."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, function)
+        self.__wrapped_generator__ = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Streamer[T]:
+        return Streamer(self, *args, **kwargs)
+
+    def __reduce__(self) -> str:
+        return self.__qualname__  # type: ignore[attr-defined,no-any-return]
+
+
+@overload
+def streamable(function: Callable[P, AsyncIterable[T]]) -> Callable[P, Streamer[T]]: ...
+@overload
+def streamable(function: Callable[P, Iterable[T]]) -> Callable[P, Streamer[T]]: ...
+def streamable(function: Callable[..., Any]) -> Callable[..., Streamer[Any]]:
+    """Decorate a generator function so that calling it returns a :class:`Streamer`.
+
+    Parameters
+    ----------
+    function : callable
+        A sync or async generator function (or any callable returning an iterable).
+
+    Returns
+    -------
+    callable
+        Same signature as ``function``; returns ``Streamer(function, *args, **kwargs)``.
+
+    Examples
+    --------
+    >>> @streamable
+    ... def letters(n):
+    ...     yield from "abcdef"[:n]
+    >>> streamer = letters(3)
+    >>> "".join(streamer)
+    'abc'
+    """
+    if inspect.iscoroutinefunction(function):
+        raise ConfigError(
+            f"function={function!r} is a coroutine function; streamable needs a generator "
+            "function (sync or async)"
+        )
+    if not callable(function):
+        raise ConfigError(f"function={function!r} is not callable")
+    return _Streamable(function)
