@@ -6,6 +6,8 @@ Streamer and Stream also works with ``async for``.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._exceptions import AiostreamMuxError as AiostreamMuxError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DataError as DataError
@@ -33,8 +35,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if isinstance(_obj, type) or callable(_obj):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # builtins refuse
             _obj.__module__ = __name__
-        except (AttributeError, TypeError):  # pragma: no cover - builtins
-            pass
-del _name, _obj
+del _name, _obj, contextlib

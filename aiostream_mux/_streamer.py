@@ -29,7 +29,7 @@ __all__ = ["Stream", "Streamer", "streamable"]
 T = TypeVar("T")
 
 #: A sync source consumed by ``async for`` yields to the event loop this often.
-CHECKPOINT_EVERY = 32
+CHECKPOINT_EVERY = 64
 
 Run = Iterator[T] | AsyncIterator[T]
 
@@ -41,9 +41,7 @@ def _check_max_iter(max_iter: int | None) -> int | None:
         try:
             as_int = int(max_iter.__index__())  # numpy integers
         except (AttributeError, TypeError):
-            raise ConfigError(
-                f"max_iter={max_iter!r} must be None or an int >= 0"
-            ) from None
+            raise ConfigError(f"max_iter={max_iter!r} must be None or an int >= 0") from None
         max_iter = as_int
     if max_iter < 0:
         raise ConfigError(f"max_iter={max_iter} must be None or an int >= 0")
@@ -167,34 +165,34 @@ class Streamer(Generic[T]):
         self,
         seed: np.random.SeedSequence | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
+        prefer_async: bool = False,
     ) -> Run[T]:
         """Start one run of the source: a sync or an async iterator.
 
-        An async run must do nothing until it is first pulled, since it may be
-        handed to another thread's event loop.
+        ``prefer_async`` says how the run will be consumed; a source that can
+        serve both (a Stream, a map over one) picks that protocol. ``seed`` is
+        the child seed a parent mux gives this activation; ``task_group`` the
+        group of an ``open()`` block. An async run must do nothing until it is
+        first pulled, since it may be handed to another thread's event loop.
         """
         source = self.streamer
         if isinstance(source, Streamer):
-            return source._start(seed, task_group)
+            return source._start(seed, task_group, prefer_async)
         if callable(source):
             target = getattr(source, "__wrapped_generator__", source)
-            run = target(*self.args, **self.kwargs)
-            if inspect.iscoroutine(run):
-                run.close()
+            source = target(*self.args, **self.kwargs)
+            if inspect.iscoroutine(source):
+                source.close()
                 raise ConfigError(
-                    f"streamer={source!r} returned a coroutine; a source must return an "
-                    "iterable or an async iterable"
+                    f"streamer={self.streamer!r} returned a coroutine; a source must return "
+                    "an iterable or an async iterable"
                 )
-            if isinstance(run, AsyncIterable):
-                return run.__aiter__()
-            if isinstance(run, Iterable):
-                return iter(run)
-            raise ConfigError(
-                f"streamer={source!r} returned {type(run).__name__!r}, which is not iterable"
-            )
-        if isinstance(source, AsyncIterable):
-            return source.__aiter__()
-        return iter(source)
+            if not isinstance(source, (Iterable, AsyncIterable)):
+                raise ConfigError(
+                    f"streamer={self.streamer!r} returned {type(source).__name__!r}, "
+                    "which is not iterable"
+                )
+        return _run_of(source, prefer_async)
 
     def _track(self, run: object) -> None:
         try:
@@ -330,6 +328,13 @@ class Streamer(Generic[T]):
             return await stream.to_list()
 
 
+def _run_of(source: Iterable[T] | AsyncIterable[T], prefer_async: bool) -> Run[T]:
+    """Open ``source`` in the protocol asked for when it speaks both."""
+    if isinstance(source, Iterable) and not (prefer_async and isinstance(source, AsyncIterable)):
+        return iter(source)
+    return source.__aiter__()
+
+
 def _run_alive(run: Any) -> bool:
     frame = getattr(run, "gi_frame", getattr(run, "ag_frame", True))
     return frame is not None
@@ -355,11 +360,9 @@ def _sync_runs(streamer: Streamer[T], first: Iterator[T], holder: _RunHolder) ->
             yield from run
         if marker is _EMPTY:
             return
-        started = streamer._start()
+        started = streamer._start(None, None, False)
         if _is_async_run(started):
-            raise ConfigError(
-                f"{streamer!r} switched from a sync to an async source between runs"
-            )
+            raise ConfigError(f"{streamer!r} switched from a sync to an async source between runs")
         run = started  # type: ignore[assignment]
         streamer._track(run)
 
@@ -370,7 +373,7 @@ _EMPTY: Any = object()
 def _sync_engine(
     streamer: Streamer[T], first: Iterator[T], max_iter: int | None, cycle: bool
 ) -> Iterator[T]:
-    """The sync iterator for one Stream: the run, limited, cycled, closed at the end."""
+    """Build the sync iterator of one Stream: the run, limited, cycled, closed at the end."""
     holder = _RunHolder()
     holder.run = first
     items: Iterator[T] = _sync_runs(streamer, first, holder) if cycle else first
@@ -384,7 +387,66 @@ def _sync_engine(
             close()
 
 
-async def _async_engine(
+async def _from_sync(items: Iterator[T], run: Iterator[T]) -> AsyncIterator[T]:
+    """Serve ``items`` (drawn from ``run``) to ``async for``, yielding to the loop every few."""
+    try:
+        n = 0
+        for item in items:
+            yield item
+            n += 1
+            if n == CHECKPOINT_EVERY:
+                n = 0
+                await anyio.lowlevel.checkpoint()
+    finally:
+        close = getattr(run, "close", None)
+        if close is not None:
+            close()
+
+
+async def _limit(run: AsyncIterator[T], max_iter: int) -> AsyncIterator[T]:
+    """At most ``max_iter`` (> 0) items of an async run; closes the run at the end."""
+    try:
+        async for item in run:
+            yield item
+            max_iter -= 1
+            if not max_iter:
+                return
+    finally:
+        await _close_run(run)
+
+
+async def _async_cycle(
+    streamer: Streamer[T],
+    first: AsyncIterator[T],
+    max_iter: int | None,
+    seed: np.random.SeedSequence | None,
+    task_group: anyio.abc.TaskGroup | None,
+) -> AsyncIterator[T]:
+    """Async runs one after another until ``max_iter`` items, or a run yields nothing."""
+    remaining = max_iter
+    run: AsyncIterator[T] = first
+    while True:
+        got_any = False
+        try:
+            async for item in run:
+                got_any = True
+                yield item
+                if remaining is not None:
+                    remaining -= 1
+                    if not remaining:
+                        return
+        finally:
+            await _close_run(run)
+        if not got_any:
+            return
+        started = streamer._start(seed, task_group, True)
+        if not _is_async_run(started):
+            raise ConfigError(f"{streamer!r} switched from an async to a sync source between runs")
+        run = started  # type: ignore[assignment]
+        streamer._track(run)
+
+
+def _async_engine(
     streamer: Streamer[T],
     first: Run[T],
     max_iter: int | None,
@@ -392,38 +454,30 @@ async def _async_engine(
     seed: np.random.SeedSequence | None,
     task_group: anyio.abc.TaskGroup | None,
 ) -> AsyncIterator[T]:
-    """The async iterator for one Stream: any run, limited, cycled, closed at the end."""
-    remaining = max_iter
-    run: Run[T] | None = first
-    while run is not None and remaining != 0:
-        got_any = False
-        try:
-            if isinstance(run, AsyncIterator):
-                async for item in run:
-                    got_any = True
-                    yield item
-                    if remaining is not None:
-                        remaining -= 1
-                        if remaining == 0:
-                            return
-            else:
-                n = 0
-                for item in run:
-                    got_any = True
-                    yield item
-                    if remaining is not None:
-                        remaining -= 1
-                        if remaining == 0:
-                            return
-                    n += 1
-                    if n % CHECKPOINT_EVERY == 0:
-                        await anyio.lowlevel.checkpoint()
-        finally:
-            await _close_run(run)
-        if not (cycle and got_any):
-            return
-        run = streamer._start(seed, task_group)
-        streamer._track(run)
+    """Build the async iterator of one Stream: any run, limited, cycled, closed at the end."""
+    if not isinstance(first, AsyncIterator):
+        if cycle:
+            items = _sync_engine(streamer, first, max_iter, cycle)
+            return _from_sync(items, items)
+        if max_iter is not None:
+            return _from_sync(itertools.islice(first, max_iter), first)
+        return _from_sync(first, first)
+    if cycle:
+        return _async_cycle(streamer, first, max_iter, seed, task_group)
+    if max_iter is not None:
+        return _limit(first, max_iter)
+    if inspect.isasyncgen(first):
+        return first  # type: ignore[return-value]  # the fast path: nothing to add per item
+    return _limit_none(first)
+
+
+async def _limit_none(run: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Wrap an async iterator that is not an async generator, to close it at the end."""
+    try:
+        async for item in run:
+            yield item
+    finally:
+        await _close_run(run)
 
 
 async def _close_run(run: object) -> None:
@@ -482,10 +536,10 @@ class Stream(Generic[T]):
         """``True``: a Stream is an activation (pescador's "activated copy")."""
         return True
 
-    def _start_run(self) -> Run[T]:
+    def _start_run(self, prefer_async: bool) -> Run[T]:
         if self._closed:
             raise RuntimeError("this Stream is closed; activate the Streamer again")
-        run = self.streamer._start(self._seed, self._task_group)
+        run = self.streamer._start(self._seed, self._task_group, prefer_async)
         self.streamer._track(run)
         return run
 
@@ -499,12 +553,15 @@ class Stream(Generic[T]):
         if self.max_iter == 0 or self._closed:
             it = iter(())
         else:
-            run = self._start_run()
+            run = self._start_run(False)
             if _is_async_run(run):
                 from ._sync import PortalIterator
 
                 streamer, max_iter, cycle, seed = (
-                    self.streamer, self.max_iter, self.cycle, self._seed
+                    self.streamer,
+                    self.max_iter,
+                    self.cycle,
+                    self._seed,
                 )
                 it = PortalIterator(
                     lambda: _async_engine(streamer, run, max_iter, cycle, seed, None)
@@ -550,13 +607,10 @@ class Stream(Generic[T]):
         if self.max_iter == 0 or self._closed:
             ait = _empty()
         else:
-            run = self._start_run()
-            if self.max_iter is None and not self.cycle and inspect.isasyncgen(run):
-                ait = run  # the fast path: nothing to add per item
-            else:
-                ait = _async_engine(
-                    self.streamer, run, self.max_iter, self.cycle, self._seed, self._task_group
-                )
+            run = self._start_run(True)
+            ait = _async_engine(
+                self.streamer, run, self.max_iter, self.cycle, self._seed, self._task_group
+            )
         self._async = ait
         return ait
 
@@ -639,7 +693,9 @@ def _close_async_now(ait: AsyncIterator[Any]) -> None:
     except StopIteration:
         return
     closing.close()
-    raise RuntimeError("this Stream is consumed with 'async for': close it with 'await stream.aclose()'")
+    raise RuntimeError(
+        "this Stream is consumed with 'async for': close it with 'await stream.aclose()'"
+    )
 
 
 async def _empty() -> AsyncIterator[Any]:
@@ -695,3 +751,53 @@ def streamable(function: Callable[..., Any]) -> Callable[..., Streamer[Any]]:
     if not callable(function):
         raise ConfigError(f"function={function!r} is not callable")
     return _Streamable(function)
+
+
+class _Derived(Streamer[T]):
+    """A Streamer built from two factories, one per protocol (maps use it).
+
+    Either factory may be ``None`` when the upstream speaks only the other
+    protocol; the Stream then adapts (inline for sync, a portal for async).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        make_sync: Callable[[], Iterator[T]] | None,
+        make_async: Callable[[], AsyncIterator[T]] | None,
+    ) -> None:
+        if make_sync is None and make_async is None:  # pragma: no cover - internal misuse
+            raise ValueError("need at least one factory")
+        self.streamer = name
+        self.args = ()
+        self.kwargs = {}
+        self._make_sync = make_sync
+        self._make_async = make_async
+        self._init_bookkeeping()
+
+    def __repr__(self) -> str:
+        return f"<{self.streamer}>"
+
+    def _start(
+        self,
+        seed: np.random.SeedSequence | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+        prefer_async: bool = False,
+    ) -> Run[T]:
+        if self._make_async is not None and (prefer_async or self._make_sync is None):
+            return self._make_async()
+        assert self._make_sync is not None
+        return self._make_sync()
+
+
+def derived_stream(
+    name: str,
+    make_sync: Callable[[], Iterator[T]] | None,
+    make_async: Callable[[], AsyncIterator[T]] | None,
+) -> Stream[T]:
+    """Return a Stream that runs ``make_sync()`` for ``for`` and ``make_async()`` for ``async for``.
+
+    The building block of maps: a map over an upstream that speaks both
+    protocols gives both factories, so it never crosses threads needlessly.
+    """
+    return Stream(_Derived(name, make_sync, make_async))

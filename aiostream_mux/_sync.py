@@ -11,13 +11,15 @@ paid per batch, not per item.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import threading
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -56,10 +58,8 @@ class _PortalThread:
         """Stop the loop, cancelling what still runs, and join the thread."""
         if threading.current_thread() is self._thread:  # pragma: no cover - defensive
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # RuntimeError: already stopped
             self.portal.call(self.portal.stop, True)
-        except RuntimeError:  # the portal already stopped
-            pass
         self._thread.join()
 
 
@@ -71,35 +71,46 @@ def start_portal() -> _PortalThread:
 class _Channel(Generic[T]):
     """State shared by the producer task and the consumer thread.
 
-    The producer task holds only this object, never the consumer-facing
-    iterator, so dropping the iterator lets it be collected and closed.
+    ``items`` is a deque: ``append`` and ``popleft`` are atomic, so the hot path
+    takes no lock. The condition is used only when the consumer finds nothing
+    to take and has to sleep. The producer task holds only this object, never
+    the consumer-facing iterator, so dropping the iterator lets it be collected
+    and closed.
     """
 
     def __init__(self, prefetch: int) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.ready: deque[T] = deque()
+        self.items: deque[T] = deque()
         self.prefetch = prefetch
+        self.cond = threading.Condition(threading.Lock())
+        self.consumer_waiting = False
         self.finished = False
         self.error: BaseException | None = None
         self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
         # Set while the producer waits for the consumer to make room.
-        self.space: anyio.Event | None = None
+        self.parked: asyncio.Event | None = None
         self.scope: anyio.CancelScope | None = None
 
     async def produce(self, make: Callable[[], AsyncIterator[T]]) -> None:
-        """Pull from the async iterator ``make()`` into ``ready`` (runs on the portal loop)."""
+        """Pull from the async iterator ``make()`` into ``items`` (runs on the portal loop)."""
+        self.loop = asyncio.get_running_loop()
+        items, prefetch, cond = self.items, self.prefetch, self.cond
         source = make()
         try:
-            with anyio.CancelScope() as self.scope:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
                 async for item in source:
-                    with self.cond:
-                        self.ready.append(item)
-                        space = None
-                        if len(self.ready) >= self.prefetch:
-                            space = self.space = anyio.Event()
-                        self.cond.notify()
-                    if space is not None:
-                        await space.wait()
+                    items.append(item)
+                    if self.consumer_waiting:
+                        self.consumer_waiting = False
+                        with cond:
+                            cond.notify()
+                    if len(items) >= prefetch:
+                        event = self.parked = asyncio.Event()
+                        # Re-check: the consumer may have drained before seeing ``parked``.
+                        if len(items) >= prefetch and not self.closing:
+                            await event.wait()
+                        self.parked = None
                     if self.closing:
                         break
         except Exception as exc:
@@ -110,29 +121,36 @@ class _Channel(Generic[T]):
                     aclose = getattr(source, "aclose", None)
                     if aclose is not None:
                         await aclose()
-            except Exception as exc:  # an error raised while closing the source
+            except Exception as exc:  # raised by the source while closing
                 if self.error is None and not self.closing:
                     self.error = exc
             finally:
-                with self.cond:
+                with cond:
                     self.finished = True
-                    self.cond.notify()
+                    cond.notify()
+
+    def wake_producer(self) -> None:
+        """Let a producer parked on a full buffer go on (consumer thread)."""
+        event, loop = self.parked, self.loop
+        if event is not None and loop is not None:
+            self.parked = None
+            loop.call_soon_threadsafe(event.set)
 
     def stop(self) -> None:
         """Ask the producer to stop (runs on the portal loop).
 
         A producer parked on a full buffer leaves its loop and closes the source
-        politely (``aclose``: ``GeneratorExit`` at the ``yield``); one busy inside
-        the source is cancelled.
+        politely (``aclose``: ``GeneratorExit`` at its ``yield``); one busy inside
+        the source is cancelled there.
         """
         self.closing = True
-        if self.space is not None:
-            self.space.set()
+        if self.parked is not None:
+            self.parked.set()
         elif self.scope is not None:
             self.scope.cancel()
 
 
-_live: weakref.WeakSet[PortalIterator[object]] = weakref.WeakSet()
+_live: weakref.WeakSet[PortalIterator[Any]] = weakref.WeakSet()
 
 
 @atexit.register
@@ -155,8 +173,9 @@ class PortalIterator(Generic[T]):
     def __init__(
         self, make: Callable[[], AsyncIterator[T]], prefetch: int = DEFAULT_PREFETCH
     ) -> None:
-        self._local: deque[T] = deque()
         self._channel: _Channel[T] = _Channel(prefetch)
+        self._items = self._channel.items
+        self._popleft = self._items.popleft
         self._loop: _PortalThread | None = start_portal()
         self._done: Future[None] | None = self._loop.portal.start_task_soon(
             self._channel.produce, make
@@ -167,21 +186,24 @@ class PortalIterator(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        if self._local:
-            return self._local.popleft()
-        return self._refill()
+        try:
+            return self._popleft()
+        except IndexError:
+            return self._refill()
 
     def _refill(self) -> T:
         channel = self._channel
+        items = self._items
         with channel.cond:
-            while not channel.ready and not channel.finished:
-                channel.cond.wait()
-            self._local, channel.ready = channel.ready, self._local
-            space, channel.space = channel.space, None
-        if space is not None and self._loop is not None:
-            self._loop.portal.call(space.set)
-        if self._local:
-            return self._local.popleft()
+            try:
+                while not items and not channel.finished:
+                    channel.consumer_waiting = True
+                    channel.wake_producer()
+                    channel.cond.wait()
+            finally:
+                channel.consumer_waiting = False
+        if items:
+            return items.popleft()
         self.close()
         error, channel.error = channel.error, None
         if error is not None:
@@ -200,8 +222,7 @@ class PortalIterator(Generic[T]):
                 self._done.exception()  # wait; the source's errors are in the channel
         finally:
             loop.stop()
-        self._local.clear()
-        self._channel.ready.clear()
+        self._items.clear()
 
     def __del__(self) -> None:
         self.close()
