@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -17,6 +18,9 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._exceptions import ConfigError
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,18 +38,17 @@ CHECKPOINT_EVERY = 64
 Run = Iterator[T] | AsyncIterator[T]
 
 
-def _check_max_iter(max_iter: int | None) -> int | None:
+def _check_max_iter(max_iter: int | None, name: str = "max_iter") -> int | None:
+    """Return ``max_iter`` as an int >= 0 (or None); raise ConfigError naming it otherwise."""
     if max_iter is None:
         return None
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int):
-        try:
-            as_int = int(max_iter.__index__())  # numpy integers
-        except (AttributeError, TypeError):
-            raise ConfigError(f"max_iter={max_iter!r} must be None or an int >= 0") from None
-        max_iter = as_int
-    if max_iter < 0:
-        raise ConfigError(f"max_iter={max_iter} must be None or an int >= 0")
-    return max_iter
+    index = getattr(max_iter, "__index__", None)  # int and numpy integers, not floats
+    if isinstance(max_iter, bool) or index is None:
+        raise ConfigError(f"{name}={max_iter!r} must be None or an int >= 0")
+    value = int(index())
+    if value < 0:
+        raise ConfigError(f"{name}={value} must be None or an int >= 0")
+    return value
 
 
 def _is_async_run(run: object) -> bool:
@@ -302,13 +305,20 @@ class Streamer(Generic[T]):
         >>> anyio.run(main)
         [0, 1, 2]
         """
-        async with anyio.create_task_group() as tg:
-            stream = Stream(self, max_iter=max_iter, cycle=bool(cycle), _task_group=tg)
-            try:
-                yield stream
-            finally:
-                await stream.aclose()
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                stream = Stream(self, max_iter=max_iter, cycle=bool(cycle), _task_group=tg)
+                try:
+                    yield stream
+                finally:
+                    await stream.aclose()
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            sole = sole_exception(group)
+            if sole is group:
+                raise
+            # One failure is re-raised bare, with its own type and traceback.
+            raise sole from sole.__cause__
 
     async def take(self, n: int) -> list[T]:
         """Activate the source, return its first ``n`` items, and close it.
@@ -324,8 +334,16 @@ class Streamer(Generic[T]):
         -------
         list
         """
-        async with self.open(max_iter=_check_max_iter(n)) as stream:
+        async with self.open(max_iter=_check_max_iter(n, "n")) as stream:
             return await stream.to_list()
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Return the one exception inside (nested) single-member groups, else the group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _run_of(source: Iterable[T] | AsyncIterable[T], prefer_async: bool) -> Run[T]:
@@ -662,7 +680,7 @@ class Stream(Generic[T]):
         >>> anyio.run(main)
         ([0, 1, 2], [3, 4])
         """
-        n = _check_max_iter(n) or 0
+        n = _check_max_iter(n, "n") or 0
         out: list[T] = []
         ait = self._async_iter()
         while len(out) < n:
