@@ -9,7 +9,6 @@ import traceback
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import anyio
 import pescador
 import pytest
 
@@ -147,9 +146,9 @@ def test_coroutine_function_is_rejected_at_construction() -> None:
         return 1
 
     with pytest.raises(ConfigError, match="coroutine function"):
-        Streamer(not_a_generator)
+        Streamer(not_a_generator)  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match="coroutine function"):
-        am.streamable(not_a_generator)
+        am.streamable(not_a_generator)  # type: ignore[arg-type]
 
 
 def test_arguments_for_a_non_callable_are_rejected() -> None:
