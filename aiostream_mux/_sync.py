@@ -106,7 +106,10 @@ class _Channel(Generic[T]):
                         with cond:
                             cond.notify()
                     if len(items) >= prefetch:
-                        event = self.parked = asyncio.Event()
+                        event = asyncio.Event()
+                        with cond:
+                            self.parked = event
+                            cond.notify_all()  # lets observers see the parked state
                         # Re-check: the consumer may have drained before seeing ``parked``.
                         if len(items) >= prefetch and not self.closing:
                             await event.wait()
