@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aiostream_mux import Streamer
-from aiostream_mux import _sync
+from aiostream_mux import Streamer, _sync
 
 from .conftest import Lifecycle
 
