@@ -17,7 +17,7 @@ def _stdout(cell: nbformat.NotebookNode) -> str:
 
 @pytest.mark.slow
 def test_notebook_runs_in_a_jupyter_kernel() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     for cell in code:
