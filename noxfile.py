@@ -44,3 +44,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against pescador 3.0, in one process run per module."""
     session.install(".[bench]")
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx site warning-free, then run its doctests."""
+    session.install(".[docs]")
+    session.run("sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
