@@ -197,6 +197,20 @@ class Streamer(Generic[T]):
                 )
         return _run_of(source, prefer_async)
 
+    def _is_async(self) -> bool:
+        """Tell whether activations will be async iterators, when that is known in advance.
+
+        ``False`` for sync sources and for callables whose kind only shows when called.
+        Muxes use it to pick their driver.
+        """
+        source = self.streamer
+        if isinstance(source, Streamer):
+            return source._is_async()
+        target = getattr(source, "__wrapped_generator__", source)
+        if callable(target):
+            return inspect.isasyncgenfunction(target)
+        return isinstance(source, AsyncIterable) and not isinstance(source, Iterable)
+
     def _track(self, run: object) -> None:
         try:
             with self._runs_lock:
@@ -795,6 +809,9 @@ class _Derived(Streamer[T]):
 
     def __repr__(self) -> str:
         return f"<{self.streamer}>"
+
+    def _is_async(self) -> bool:
+        return self._make_sync is None
 
     def _start(
         self,

@@ -1,0 +1,225 @@
+"""BaseMux: a Streamer whose source is a list of Streamers, run by a policy.
+
+A mux's *policy* (see ``_policy.py``) decides which stream gives the next sample;
+one of two drivers runs it:
+
+- the sync driver, a plain generator, when every member is a sync source: it calls
+  ``next()`` on the members directly, so pescador-style pipelines pay no event-loop
+  round trip per sample, and an ``async for`` consumer runs it inline;
+- the async driver (``_driver.py``) as soon as one member is async: each active
+  stream gets a producer task with a bounded prefetch buffer, so slow, I/O-bound
+  streams overlap. A sync consumer runs it on the background loop of the sync
+  adapter.
+
+Both drivers ask the same policy in the same order, so the sequence of samples is
+the same whichever runs it, and whatever the latency of each stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from .._exceptions import ConfigError
+from .._streamer import Run, Stream, Streamer, _check_max_iter
+from ._policy import (
+    MuxPolicy,
+    Rng,
+    fork_rng,
+    normalize_random_state,
+    seed_sequence_from,
+)
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from ._policy import Activation
+
+__all__ = ["DEFAULT_PREFETCH", "BaseMux", "as_streamers"]
+
+T = TypeVar("T")
+
+#: Samples each active stream of the async driver may prefetch.
+DEFAULT_PREFETCH = 16
+
+
+def as_streamers(streamers: Iterable[Any], name: str = "streamers") -> list[Streamer[Any]]:
+    """Return the members as a list of Streamers, wrapping plain iterables as pescador does.
+
+    Raises
+    ------
+    ConfigError
+        If ``streamers`` is not iterable, or a member is not a Streamer or an iterable.
+    """
+    if isinstance(streamers, (str, bytes, Streamer)) or not isinstance(streamers, Iterable):
+        raise ConfigError(f"{name}={streamers!r} must be a list of Streamers")
+    members: list[Streamer[Any]] = []
+    for i, member in enumerate(streamers):
+        if isinstance(member, Streamer):
+            members.append(member)
+            continue
+        try:
+            members.append(Streamer(member))
+        except ConfigError:
+            raise ConfigError(
+                f"{name}[{i}]={member!r} is not a Streamer or an iterable"
+            ) from None
+    return members
+
+
+def rng_from_seed(seed: np.random.SeedSequence, like: Rng) -> Rng:
+    """Build a generator of the same kind as ``like`` from a child seed."""
+    if isinstance(like, np.random.Generator):
+        return np.random.Generator(type(like.bit_generator)(seed))
+    return np.random.RandomState(np.random.MT19937(seed))
+
+
+class BaseMux(Streamer[T]):
+    """A Streamer over other Streamers; subclasses supply the policy.
+
+    Parameters
+    ----------
+    streamers : iterable of Streamer or iterable
+        The members; plain iterables are wrapped in :class:`Streamer`.
+    random_state : None, int, numpy.random.RandomState or numpy.random.Generator
+        ``None`` draws from numpy's global state, as pescador does.
+    prefetch : int
+        Samples each active stream may produce ahead of the consumer when the
+        async driver runs (members with async sources), >= 1.
+    """
+
+    def __init__(
+        self,
+        streamers: Iterable[Streamer[T] | Iterable[T]],
+        random_state: int | np.random.RandomState | np.random.Generator | None = None,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+        _members: list[Streamer[T]] | None = None,
+    ) -> None:
+        self.streamers: list[Streamer[T]] = (
+            _members if _members is not None else as_streamers(streamers)
+        )
+        self.random_state = random_state
+        self.rng = normalize_random_state(random_state)
+        self._root_seed = seed_sequence_from(random_state)
+        checked = _check_max_iter(prefetch, "prefetch")
+        if not checked:
+            raise ConfigError(f"prefetch={prefetch!r} must be an int >= 1")
+        self.prefetch = checked
+        # A Streamer's recipe fields, for repr and pickling.
+        self.streamer = type(self).__name__
+        self.args = ()
+        self.kwargs = {}
+        self._init_bookkeeping()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self.streamers)} streamers>"
+
+    @property
+    def n_streams(self) -> int:
+        """Number of member streamers."""
+        return len(self.streamers)
+
+    # -- what subclasses provide
+    def _make_policy(self, rng: Rng, seed: np.random.SeedSequence | None) -> MuxPolicy:
+        raise NotImplementedError
+
+    def _member(self, activation: Activation) -> Streamer[T]:
+        """Return the member an activation names (ChainMux overrides it)."""
+        return self.streamers[activation.index]
+
+    # -- activation
+    def _is_async(self) -> bool:
+        return any(member._is_async() for member in self.streamers)
+
+    def _policy_for(self, seed: np.random.SeedSequence | None) -> MuxPolicy:
+        if seed is not None:
+            # Activated by a parent mux: a fresh generator per activation, so a
+            # nested mux does not replay its first samples each time (pescador #131).
+            return self._make_policy(rng_from_seed(seed, self.rng), seed)
+        return self._make_policy(fork_rng(self.rng), self._root_seed)
+
+    def _start(
+        self,
+        seed: np.random.SeedSequence | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+        prefer_async: bool = False,
+    ) -> Run[T]:
+        policy = self._policy_for(seed)
+        if self._is_async():
+            from ._driver import AsyncMuxIterator
+
+            return AsyncMuxIterator(policy, self._member, task_group, self.prefetch)
+        return _sync_driver(policy, self._member)
+
+
+def _open_sync(member: Streamer[T], activation: Activation) -> tuple[Iterator[T], object]:
+    """Start ``member`` for a sync driver: (items limited to the budget, run to close)."""
+    run = member._start(activation.seed, None, False)
+    if hasattr(run, "__anext__"):
+        # A callable that turned out async: the sync adapter serves it.
+        stream = iter(
+            Stream(_Started(member, run), max_iter=activation.max_iter, _seed=activation.seed)
+        )
+        return stream, stream
+    member._track(run)
+    items: Iterator[T] = run
+    if activation.max_iter is not None:
+        items = itertools.islice(items, activation.max_iter)
+    return items, run
+
+
+class _Started(Streamer[T]):
+    """A Streamer whose first run has already been started (handed over once)."""
+
+    def __init__(self, member: Streamer[T], run: Run[T]) -> None:
+        self.streamer, self.args, self.kwargs = member, (), {}
+        self._run: Run[T] | None = run
+        self._init_bookkeeping()
+
+    def _start(
+        self,
+        seed: np.random.SeedSequence | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+        prefer_async: bool = False,
+    ) -> Run[T]:
+        run, self._run = self._run, None
+        if run is None:  # pragma: no cover - a budgeted activation never restarts
+            raise RuntimeError("this activation was already started")
+        return run
+
+
+def _sync_driver(policy: MuxPolicy, member_of: Any) -> Iterator[T]:
+    """Run ``policy`` over sync members, calling ``next()`` on them directly."""
+    items: list[Iterator[T] | None] = [None] * policy.n_slots
+    runs: list[object] = [None] * policy.n_slots
+    try:
+        for activation in policy.start():
+            items[activation.slot], runs[activation.slot] = _open_sync(
+                member_of(activation), activation
+            )
+        next_slot, on_item, on_exhausted = policy.next_slot, policy.on_item, policy.on_exhausted
+        while (slot := next_slot()) is not None:
+            try:
+                item = next(items[slot])  # type: ignore[arg-type]
+            except StopIteration:
+                for activation in on_exhausted(slot):
+                    _close(runs[activation.slot])
+                    items[activation.slot], runs[activation.slot] = _open_sync(
+                        member_of(activation), activation
+                    )
+                continue
+            on_item(slot)
+            yield item
+    finally:
+        for run in runs:
+            _close(run)
+
+
+def _close(run: object) -> None:
+    close = getattr(run, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,289 @@
+"""The async mux driver: one producer task per active stream, bounded prefetch.
+
+The consumer asks the policy which slot gives the next sample and takes it from
+that slot's buffer, waiting only if the buffer is empty. Meanwhile every active
+stream's producer task fills its own buffer, up to ``prefetch`` samples, so slow
+streams overlap and fast ones are throttled. The policy alone decides the order,
+so latency changes *when* samples are produced, never *which* come out.
+
+Tasks: inside ``Streamer.open()`` the producers run in the block's task group (any
+anyio backend). For a plain ``async for`` on asyncio they are plain asyncio tasks
+owned by this iterator: ``aclose()`` cancels them and waits for their cleanup, and
+the finaliser cancels them if the iterator is dropped. The iterator is a class,
+not an async generator, so no cancel scope stays open between ``__anext__`` calls.
+Each producer iterates and closes its own stream, in its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from .._exceptions import UnsupportedBackendError
+from .._streamer import CHECKPOINT_EVERY, Streamer, _close_run
+from ._policy import Activation, MuxPolicy
+
+__all__ = ["AsyncMuxIterator"]
+
+T = TypeVar("T")
+
+
+class _End:
+    """Marks the end of a stream in its slot's buffer."""
+
+
+_END = _End()
+
+
+class _Failure:
+    """Carries a stream's exception through its slot's buffer, in order."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Slot:
+    """One activation in one slot: its buffer and its producer's state."""
+
+    __slots__ = ("buffer", "cancelled", "done", "has_item", "has_space", "scope", "task")
+
+    def __init__(self, event: Callable[[], Any]) -> None:
+        self.buffer: deque[Any] = deque()
+        self.has_item: Any = None  # an event, set when the consumer waits
+        self.has_space: Any = None  # an event, set when the producer waits
+        self.scope: anyio.CancelScope | None = None
+        self.cancelled = False
+        self.done = event()
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, item: object) -> None:
+        self.buffer.append(item)
+        waiter = self.has_item
+        if waiter is not None:
+            self.has_item = None
+            waiter.set()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+        elif self.task is not None:
+            self.task.cancel()
+
+
+async def _produce(
+    slot: _Slot,
+    member: Streamer[Any],
+    activation: Activation,
+    task_group: anyio.abc.TaskGroup | None,
+    prefetch: int,
+    event: Callable[[], Any],
+) -> None:
+    """Fill ``slot.buffer`` from one activation of ``member`` (a producer's whole life).
+
+    The sample budget is counted here rather than by a wrapper, to keep one
+    layer per sample; a sync member runs inline, yielding to the loop every few
+    samples.
+    """
+    run: Any = None
+    try:
+        if slot.cancelled:
+            return
+        run = member._start(activation.seed, task_group, True)
+        member._track(run)
+        buffer = slot.buffer
+        budget = activation.max_iter if activation.max_iter is not None else -1
+        if hasattr(run, "__anext__"):
+            async for item in run:
+                slot.push(item)
+                budget -= 1
+                if not budget:
+                    break
+                if len(buffer) >= prefetch:
+                    slot.has_space = waiter = event()
+                    await waiter.wait()
+        else:
+            countdown = CHECKPOINT_EVERY
+            for item in run:
+                slot.push(item)
+                budget -= 1
+                if not budget:
+                    break
+                if len(buffer) >= prefetch:
+                    slot.has_space = waiter = event()
+                    await waiter.wait()
+                else:
+                    countdown -= 1
+                    if not countdown:
+                        countdown = CHECKPOINT_EVERY
+                        await anyio.lowlevel.checkpoint()
+        slot.push(_END)
+    except Exception as exc:
+        slot.push(_Failure(exc))
+    finally:
+        try:
+            if run is not None:
+                with anyio.CancelScope(shield=True):
+                    await _close_run(run)
+        except Exception as exc:  # the member failed while closing
+            slot.push(_Failure(exc))
+        finally:
+            slot.done.set()
+
+
+async def _produce_scoped(
+    slot: _Slot,
+    member: Streamer[Any],
+    activation: Activation,
+    task_group: anyio.abc.TaskGroup | None,
+    prefetch: int,
+    event: Callable[[], Any],
+) -> None:
+    """Run :func:`_produce` in a cancel scope of its own (task-group mode)."""
+    with anyio.CancelScope() as slot.scope:
+        await _produce(slot, member, activation, task_group, prefetch, event)
+
+
+class AsyncMuxIterator(Generic[T]):
+    """Run a mux policy over members with async sources.
+
+    Parameters
+    ----------
+    policy : MuxPolicy
+        Decides the order; used by this iterator only.
+    member_of : callable
+        Returns the member Streamer an :class:`Activation` names.
+    task_group : anyio.abc.TaskGroup or None
+        Where producers run (``Streamer.open()``); ``None``: asyncio tasks.
+    prefetch : int
+        Samples each producer may run ahead.
+    """
+
+    def __init__(
+        self,
+        policy: MuxPolicy,
+        member_of: Callable[[Activation], Streamer[T]],
+        task_group: anyio.abc.TaskGroup | None,
+        prefetch: int,
+    ) -> None:
+        self._policy = policy
+        self._member_of = member_of
+        self._task_group = task_group
+        self._prefetch = prefetch
+        self._low_water = prefetch // 2
+        self._slots: list[_Slot | None] = [None] * policy.n_slots
+        self._retired: list[_Slot] = []  # ended slots whose tasks may still unwind
+        # asyncio's own events are much cheaper; anyio's serve any backend.
+        self._event: Callable[[], Any] = asyncio.Event if task_group is None else anyio.Event
+        self._started = False
+        self._finished = False
+        self._countdown = CHECKPOINT_EVERY
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    # -- producers
+    def _activate(self, activation: Activation) -> None:
+        old = self._slots[activation.slot]
+        if old is not None:
+            old.cancel()  # it has ended; make sure its task is gone
+            self._retired.append(old)
+        slot = _Slot(self._event)
+        self._slots[activation.slot] = slot
+        member = self._member_of(activation)
+        args = (slot, member, activation, self._task_group, self._prefetch, self._event)
+        if self._task_group is not None:
+            self._task_group.start_soon(_produce_scoped, *args)
+        else:
+            slot.task = asyncio.get_running_loop().create_task(_produce(*args))
+
+    def _start(self) -> None:
+        self._started = True
+        if self._task_group is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                raise UnsupportedBackendError(
+                    "a mux over async streams runs a task per stream; outside asyncio, "
+                    "use the structured form: 'async with mux.open() as stream: "
+                    "async for x in stream'"
+                ) from None
+        for activation in self._policy.start():
+            self._activate(activation)
+
+    # -- consumer
+    async def __anext__(self) -> T:
+        if not self._started:
+            self._start()
+        if self._finished:
+            raise StopAsyncIteration
+        self._countdown -= 1
+        if not self._countdown:
+            self._countdown = CHECKPOINT_EVERY
+            await anyio.lowlevel.checkpoint()
+        policy = self._policy
+        slots = self._slots
+        while True:
+            index = policy.next_slot()
+            if index is None:
+                await self.aclose()
+                raise StopAsyncIteration
+            slot = slots[index]
+            assert slot is not None, f"the policy drew slot {index}, which was never activated"
+            buffer = slot.buffer
+            while not buffer:
+                slot.has_item = event = self._event()
+                await event.wait()
+            item = buffer.popleft()
+            space = slot.has_space
+            if space is not None and len(buffer) <= self._low_water:
+                slot.has_space = None
+                space.set()
+            if item is _END:
+                for activation in policy.on_exhausted(index):
+                    self._activate(activation)
+                if len(self._retired) > 2 * len(slots):
+                    self._retired = [s for s in self._retired if not s.done.is_set()]
+                continue
+            if type(item) is _Failure:
+                await self.aclose()
+                raise item.exc
+            policy.on_item(index)
+            return item  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        """Cancel every producer and wait until each has closed its stream."""
+        self._finished = True
+        slots = [slot for slot in self._slots if slot is not None] + self._retired
+        self._slots = [None] * len(self._slots)
+        self._retired = []
+        for slot in slots:
+            slot.cancel()
+        tasks = [slot.task for slot in slots if slot.task is not None]
+        with anyio.CancelScope(shield=True):
+            if tasks:
+                # A task cancelled before it started never runs its body: wait
+                # for the tasks themselves, not for their ``done`` events.
+                await asyncio.wait(tasks)
+            else:
+                for slot in slots:
+                    await slot.done.wait()
+
+    def __del__(self) -> None:
+        # Dropped without aclose() (a break out of a plain async for): cancel the
+        # asyncio tasks; each closes its own stream as it unwinds.
+        for slot in getattr(self, "_slots", ()):
+            if slot is not None and slot.task is not None:
+                slot.cancelled = True
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    slot.task.cancel()
+
