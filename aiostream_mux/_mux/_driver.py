@@ -28,6 +28,7 @@ import anyio.lowlevel
 
 from .._exceptions import UnsupportedBackendError
 from .._streamer import CHECKPOINT_EVERY, Streamer, _close_run
+from ._forecast import Forecast, same_activation
 from ._policy import Activation, MuxPolicy
 
 __all__ = ["AsyncMuxIterator"]
@@ -54,7 +55,7 @@ class _Failure:
 class _Slot:
     """One activation in one slot: its buffer and its producer's state."""
 
-    __slots__ = ("buffer", "cancelled", "done", "has_item", "has_space", "scope", "task")
+    __slots__ = ("buffer", "cancelled", "done", "has_item", "has_space", "running", "scope", "task")
 
     def __init__(self, event: Callable[[], Any]) -> None:
         self.buffer: deque[Any] = deque()
@@ -62,6 +63,7 @@ class _Slot:
         self.has_space: Any = None  # an event, set when the producer waits
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False
+        self.running = False  # the producer has started pulling from its stream
         self.done = event()
         self.task: asyncio.Task[None] | None = None
 
@@ -100,6 +102,7 @@ async def _produce(
             return
         run = member._start(activation.seed, task_group, True)
         member._track(run)
+        slot.running = True
         buffer = slot.buffer
         budget = activation.max_iter if activation.max_iter is not None else -1
         if hasattr(run, "__anext__"):
@@ -166,6 +169,9 @@ class AsyncMuxIterator(Generic[T]):
         Where producers run (``Streamer.open()``); ``None``: asyncio tasks.
     prefetch : int
         Samples each producer may run ahead.
+    lookahead : int or None
+        Activations to start early (see ``_forecast.py``). ``None``: as many as
+        there are slots, once the consumer has had to wait for a stream; 0: never.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class AsyncMuxIterator(Generic[T]):
         member_of: Callable[[Activation], Streamer[T]],
         task_group: anyio.abc.TaskGroup | None,
         prefetch: int,
+        lookahead: int | None = None,
     ) -> None:
         self._policy = policy
         self._member_of = member_of
@@ -187,24 +194,69 @@ class AsyncMuxIterator(Generic[T]):
         self._started = False
         self._finished = False
         self._countdown = CHECKPOINT_EVERY
+        # Forecasting (see _forecast.py): off until the consumer waits for real.
+        self._remaining: list[int | None] = [None] * policy.n_slots
+        self._lookahead = policy.n_slots if lookahead is None else lookahead
+        self._want_forecast = lookahead is not None and lookahead > 0
+        self._forecast: Forecast | None = None
+        self._early: deque[tuple[Activation, _Slot]] = deque()
+        self._hits = self._misses = 0
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
 
     # -- producers
-    def _activate(self, activation: Activation) -> None:
-        old = self._slots[activation.slot]
-        if old is not None:
-            old.cancel()  # it has ended; make sure its task is gone
-            self._retired.append(old)
+    def _spawn(self, activation: Activation) -> _Slot:
+        """Start a producer for ``activation`` and return its slot state."""
         slot = _Slot(self._event)
-        self._slots[activation.slot] = slot
         member = self._member_of(activation)
         args = (slot, member, activation, self._task_group, self._prefetch, self._event)
         if self._task_group is not None:
             self._task_group.start_soon(_produce_scoped, *args)
         else:
             slot.task = asyncio.get_running_loop().create_task(_produce(*args))
+        return slot
+
+    def _place(self, index: int, slot: _Slot) -> None:
+        old = self._slots[index]
+        if old is not None:
+            old.cancel()  # it has ended; make sure its task is gone
+            self._retired.append(old)
+        self._slots[index] = slot
+
+    def _activate(self, activation: Activation) -> None:
+        """Put ``activation`` in its slot: the early start if forecast right, else a new one."""
+        early = self._early
+        if early and same_activation(early[0][0], activation):
+            _, slot = early.popleft()
+            self._hits += 1
+        else:
+            if early:
+                self._drop_forecast()
+                self._misses += 1
+            slot = self._spawn(activation)
+        self._place(activation.slot, slot)
+        self._remaining[activation.slot] = activation.max_iter
+
+    def _drop_forecast(self) -> None:
+        for _, slot in self._early:
+            slot.cancel()
+            self._retired.append(slot)
+        self._early.clear()
+        self._forecast = None
+
+    def _update_forecast(self) -> None:
+        """Keep the next activations started early (between two policy steps only)."""
+        if self._forecast is None:
+            if self._misses > self._hits + 4:
+                self._lookahead = 0  # members end before their budgets: stop guessing
+                return
+            self._forecast = Forecast(self._policy, self._remaining, self._lookahead)
+        for activation in self._forecast.extend():
+            self._early.append((activation, self._spawn(activation)))
+        if self._forecast.pending and len(self._forecast.pending) > len(self._early):
+            for _ in range(len(self._forecast.pending) - len(self._early)):
+                self._forecast.pending.popleft()
 
     def _start(self) -> None:
         self._started = True
@@ -240,9 +292,8 @@ class AsyncMuxIterator(Generic[T]):
             slot = slots[index]
             assert slot is not None, f"the policy drew slot {index}, which was never activated"
             buffer = slot.buffer
-            while not buffer:
-                slot.has_item = event = self._event()
-                await event.wait()
+            if not buffer:
+                await self._wait(slot)
             item = buffer.popleft()
             space = slot.has_space
             if space is not None and len(buffer) <= self._low_water:
@@ -251,6 +302,8 @@ class AsyncMuxIterator(Generic[T]):
             if item is _END:
                 for activation in policy.on_exhausted(index):
                     self._activate(activation)
+                if self._want_forecast and self._lookahead:
+                    self._update_forecast()
                 if len(self._retired) > 2 * len(slots):
                     self._retired = [s for s in self._retired if not s.done.is_set()]
                 continue
@@ -258,14 +311,32 @@ class AsyncMuxIterator(Generic[T]):
                 await self.aclose()
                 raise item.exc
             policy.on_item(index)
+            left = self._remaining[index]
+            if left is not None:
+                self._remaining[index] = left - 1
             return item  # type: ignore[no-any-return]
+
+    async def _wait(self, slot: _Slot) -> None:
+        """Wait until ``slot`` has an item.
+
+        A producer that already runs and has nothing to give is awaiting its
+        source: that is latency, so forecasting is switched on. (A CPU-bound
+        producer, once running, fills its buffer before it yields.)
+        """
+        if slot.running and not self._want_forecast:
+            self._want_forecast = True
+        while not slot.buffer:
+            slot.has_item = event = self._event()
+            await event.wait()
 
     async def aclose(self) -> None:
         """Cancel every producer and wait until each has closed its stream."""
         self._finished = True
         slots = [slot for slot in self._slots if slot is not None] + self._retired
+        slots += [slot for _, slot in self._early]
         self._slots = [None] * len(self._slots)
         self._retired = []
+        self._early.clear()
         for slot in slots:
             slot.cancel()
         tasks = [slot.task for slot in slots if slot.task is not None]
@@ -281,9 +352,9 @@ class AsyncMuxIterator(Generic[T]):
     def __del__(self) -> None:
         # Dropped without aclose() (a break out of a plain async for): cancel the
         # asyncio tasks; each closes its own stream as it unwinds.
-        for slot in getattr(self, "_slots", ()):
+        early = [slot for _, slot in getattr(self, "_early", ())]
+        for slot in [*getattr(self, "_slots", ()), *getattr(self, "_retired", ()), *early]:
             if slot is not None and slot.task is not None:
                 slot.cancelled = True
                 with contextlib.suppress(RuntimeError):  # the loop is already closed
                     slot.task.cancel()
-
