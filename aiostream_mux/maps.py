@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import numbers
 import reprlib
 from collections import deque
 from collections.abc import (
@@ -296,6 +297,7 @@ def buffer_stream(
     --------
     >>> import numpy as np
     >>> from aiostream_mux import Streamer
+    >>> from aiostream_mux.maps import buffer_stream
     >>> def numbers(n):
     ...     for i in range(n):
     ...         yield dict(x=np.asarray(i), y=np.asarray(i % 2))
@@ -432,6 +434,7 @@ def tuples(stream: Source[Mapping[K, V]], *keys: K) -> Stream[tuple[V, ...]]:
 
     Examples
     --------
+    >>> from aiostream_mux.maps import tuples
     >>> items = [dict(X=1, y=2), dict(X=3, y=4)]
     >>> list(tuples(items, "X", "y"))
     [(1, 2), (3, 4)]
@@ -486,6 +489,7 @@ def keras_tuples(
 
     Examples
     --------
+    >>> from aiostream_mux.maps import keras_tuples
     >>> items = [dict(a=1, b=2, c=3)]
     >>> list(keras_tuples(items, inputs="a", outputs="c"))
     [(1, 3)]
@@ -594,6 +598,7 @@ def cache(
 
     Examples
     --------
+    >>> from aiostream_mux.maps import cache
     >>> list(cache(range(6), 2, prob=1.0))
     [0, 1, 2, 3, 4, 5]
     >>> out = list(cache(range(6), 2, prob=0.5, random_state=0))
@@ -601,11 +606,9 @@ def cache(
     ([0, 1], True)
     """
     n = _int_at_least("n_cache", n_cache, 1)
-    try:
-        p = float(prob)
-    except (TypeError, ValueError):
-        p = math.nan
-    if isinstance(prob, bool) or not 0.0 <= p <= 1.0:
+    given: object = prob  # any object may come in
+    p = float(given) if isinstance(given, numbers.Real) else math.nan
+    if isinstance(given, bool) or not 0.0 <= p <= 1.0:
         raise ConfigError(f"prob={prob!r} must be a number in [0, 1]")
     rng = _rng(random_state)
 
@@ -1005,6 +1008,7 @@ def map_concurrent(
     Examples
     --------
     >>> import anyio
+    >>> from aiostream_mux.maps import map_concurrent
     >>> async def double(x):
     ...     await anyio.sleep(0.01 * (3 - x))
     ...     return 2 * x
