@@ -16,6 +16,8 @@ import anyio.lowlevel
 import numpy as np
 import pescador
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiostream_mux import ConfigError, DataError, Stream, Streamer, UnsupportedBackendError
 from aiostream_mux.maps import buffer_stream, cache, keras_tuples, map_concurrent, tuples
@@ -113,6 +115,34 @@ async def test_buffer_stream_matches_pescador_async(
 ) -> None:
     theirs = list(pescador.buffer_stream(items(n), size, partial=partial))
     assert_same([b async for b in buffer_stream(make(n), size, partial=partial)], theirs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    size=st.integers(1, 12),
+    partial=st.booleans(),
+    width=st.integers(0, 4),
+)
+def test_buffer_stream_matches_pescador_property(
+    n: int, size: int, partial: bool, width: int
+) -> None:
+    theirs = list(pescador.buffer_stream(items(n, width), size, partial=partial))
+    assert_same(list(buffer_stream(Streamer(items, n, width), size, partial=partial)), theirs)
+
+    async def main() -> list[Any]:
+        return [b async for b in buffer_stream(aitems(n, width), size, partial=partial)]
+
+    assert_same(asyncio.run(main()), theirs)
+
+
+@pytest.mark.asyncio
+async def test_sync_consumer_inside_a_running_loop() -> None:
+    # As in a notebook cell: plain `for` while this thread runs an event loop.
+    theirs = list(pescador.buffer_stream(items(10), 4))
+    assert_same(list(buffer_stream(Streamer(aitems, 10), 4)), theirs)
+    assert_same(list(buffer_stream(Streamer(items, 10), 4)), theirs)
+    assert list(map_concurrent(range(10), double, concurrency=3)) == list(range(0, 20, 2))
 
 
 def batched(n: int, width: int) -> Iterator[Item]:
