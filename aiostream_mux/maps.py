@@ -338,10 +338,12 @@ def buffer_stream(
     ) -> AsyncIterator[dict[K, NDArray[Any]]]:
         try:
             batch: list[Mapping[K, Any]] = []
+            append = batch.append  # the per-item path: one call, one comparison
             async for item in run:
-                batch.append(item)
+                append(item)
                 if len(batch) == size:
                     out, batch = _stack(batch, axis), []
+                    append = batch.append
                     yield out
             if batch and partial:
                 yield _stack(batch, axis)
