@@ -228,6 +228,15 @@ def _stack_error(batch: list[Any], axis: int | None, cause: BaseException | None
             )
     for key in first:
         shape0 = _shape(first[key])
+        if (
+            axis is not None
+            and isinstance(shape0, tuple)
+            and not -len(shape0) <= axis < len(shape0)
+        ):
+            return DataError(
+                f"axis={axis} is out of bounds for key {key!r} of shape {shape0}: "
+                "to stack items along a new axis, use axis=None"
+            )
         for i, item in enumerate(batch[1:], 1):
             shape = _shape(item[key])
             if not _compatible(shape0, shape, axis):

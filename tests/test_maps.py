@@ -354,6 +354,13 @@ def test_shapes_that_differ_outside_the_axis_are_named() -> None:
         list(buffer_stream(bad, 2, axis=0))
 
 
+@pytest.mark.parametrize(("axis", "key"), [(0, "y"), (1, "X"), (-2, "X")])
+def test_axis_out_of_bounds_is_named(axis: int, key: str) -> None:
+    # X has shape (3,), y is a 0-d int.
+    with pytest.raises(DataError, match=f"axis={axis} is out of bounds for key '{key}' of shape"):
+        list(buffer_stream(items(4), 2, axis=axis))
+
+
 @pytest.mark.anyio
 async def test_bad_batch_is_a_data_error_in_async_for_too() -> None:
     async def bad() -> AsyncIterator[Any]:
