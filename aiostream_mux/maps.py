@@ -756,7 +756,8 @@ class _ConcurrentMap(Generic[T, U]):
     """The async iterator behind :func:`map_concurrent`.
 
     It owns its tasks: plain asyncio tasks on the consumer's loop, or tasks in
-    the task group of an ``open()`` block when one is given (every backend). The
+    a task group when one is given (``task_group=``, or the group of an
+    ``open()`` block once Streamer hands it to the Streams its sources return). The
     source is read by the consumer's task, in ``__anext__``, and closed there
     too. No cancel scope stays open between two ``__anext__`` calls.
     """
