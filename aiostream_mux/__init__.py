@@ -14,6 +14,11 @@ from ._exceptions import DataError as DataError
 from ._exceptions import PescadorError as PescadorError
 from ._exceptions import UnsupportedBackendError as UnsupportedBackendError
 from ._exceptions import WorkerError as WorkerError
+from ._mux._base import BaseMux as BaseMux
+from ._mux._chain import ChainMux as ChainMux
+from ._mux._roundrobin import RoundRobinMux as RoundRobinMux
+from ._mux._shuffled import ShuffledMux as ShuffledMux
+from ._mux._stochastic import StochasticMux as StochasticMux
 from ._streamer import Stream as Stream
 from ._streamer import Streamer as Streamer
 from ._streamer import streamable as streamable
@@ -21,9 +26,14 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "AiostreamMuxError",
+    "BaseMux",
+    "ChainMux",
     "ConfigError",
     "DataError",
     "PescadorError",
+    "RoundRobinMux",
+    "ShuffledMux",
+    "StochasticMux",
     "Stream",
     "Streamer",
     "UnsupportedBackendError",

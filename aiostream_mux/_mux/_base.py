@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from ._policy import Activation
 
-__all__ = ["DEFAULT_PREFETCH", "BaseMux", "as_streamers"]
+__all__ = ["DEFAULT_PREFETCH", "BaseMux", "as_streamers", "close_run", "open_sync"]
 
 T = TypeVar("T")
 
@@ -64,9 +64,7 @@ def as_streamers(streamers: Iterable[Any], name: str = "streamers") -> list[Stre
         try:
             members.append(Streamer(member))
         except ConfigError:
-            raise ConfigError(
-                f"{name}[{i}]={member!r} is not a Streamer or an iterable"
-            ) from None
+            raise ConfigError(f"{name}[{i}]={member!r} is not a Streamer or an iterable") from None
     return members
 
 
@@ -156,7 +154,7 @@ class BaseMux(Streamer[T]):
         return _sync_driver(policy, self._member)
 
 
-def _open_sync(member: Streamer[T], activation: Activation) -> tuple[Iterator[T], object]:
+def open_sync(member: Streamer[T], activation: Activation) -> tuple[Iterator[T], object]:
     """Start ``member`` for a sync driver: (items limited to the budget, run to close)."""
     run = member._start(activation.seed, None, False)
     if hasattr(run, "__anext__"):
@@ -198,7 +196,7 @@ def _sync_driver(policy: MuxPolicy, member_of: Any) -> Iterator[T]:
     runs: list[object] = [None] * policy.n_slots
     try:
         for activation in policy.start():
-            items[activation.slot], runs[activation.slot] = _open_sync(
+            items[activation.slot], runs[activation.slot] = open_sync(
                 member_of(activation), activation
             )
         next_slot, on_item, on_exhausted = policy.next_slot, policy.on_item, policy.on_exhausted
@@ -207,8 +205,8 @@ def _sync_driver(policy: MuxPolicy, member_of: Any) -> Iterator[T]:
                 item = next(items[slot])  # type: ignore[arg-type]
             except StopIteration:
                 for activation in on_exhausted(slot):
-                    _close(runs[activation.slot])
-                    items[activation.slot], runs[activation.slot] = _open_sync(
+                    close_run(runs[activation.slot])
+                    items[activation.slot], runs[activation.slot] = open_sync(
                         member_of(activation), activation
                     )
                 continue
@@ -216,10 +214,10 @@ def _sync_driver(policy: MuxPolicy, member_of: Any) -> Iterator[T]:
             yield item
     finally:
         for run in runs:
-            _close(run)
+            close_run(run)
 
 
-def _close(run: object) -> None:
+def close_run(run: object) -> None:
     close = getattr(run, "close", None)
     if close is not None:
         close()

@@ -31,7 +31,15 @@ from .._streamer import CHECKPOINT_EVERY, Streamer, _close_run
 from ._forecast import Forecast, same_activation
 from ._policy import Activation, MuxPolicy
 
-__all__ = ["AsyncMuxIterator"]
+__all__ = [
+    "AsyncMuxIterator",
+    "cancel_slots_now",
+    "check_can_spawn",
+    "close_slots",
+    "failure_of",
+    "is_end",
+    "spawn_producer",
+]
 
 T = TypeVar("T")
 
@@ -50,6 +58,16 @@ class _Failure:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+def is_end(item: object) -> bool:
+    """Tell whether a buffered item marks the end of its stream."""
+    return item is _END
+
+
+def failure_of(item: object) -> BaseException | None:
+    """Return the exception a buffered item carries, if it is a failure."""
+    return item.exc if type(item) is _Failure else None
 
 
 class _Slot:
@@ -156,6 +174,65 @@ async def _produce_scoped(
         await _produce(slot, member, activation, task_group, prefetch, event)
 
 
+def event_factory(task_group: anyio.abc.TaskGroup | None) -> Callable[[], Any]:
+    """Return the event class to use: asyncio's (much cheaper) unless in a task group."""
+    return asyncio.Event if task_group is None else anyio.Event
+
+
+def check_can_spawn(task_group: anyio.abc.TaskGroup | None) -> None:
+    """Raise a clear error if producers cannot start: no task group and not on asyncio."""
+    if task_group is None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise UnsupportedBackendError(
+                "a mux over async streams runs a task per stream; outside asyncio, "
+                "use the structured form: 'async with mux.open() as stream: "
+                "async for x in stream'"
+            ) from None
+
+
+def spawn_producer(
+    member: Streamer[Any],
+    activation: Activation,
+    task_group: anyio.abc.TaskGroup | None,
+    prefetch: int,
+) -> _Slot:
+    """Start a producer task for one activation of ``member``; return its slot state."""
+    event = event_factory(task_group)
+    slot = _Slot(event)
+    args = (slot, member, activation, task_group, prefetch, event)
+    if task_group is not None:
+        task_group.start_soon(_produce_scoped, *args)
+    else:
+        slot.task = asyncio.get_running_loop().create_task(_produce(*args))
+    return slot
+
+
+async def close_slots(slots: list[_Slot]) -> None:
+    """Cancel the producers of ``slots`` and wait until each has closed its stream."""
+    for slot in slots:
+        slot.cancel()
+    tasks = [slot.task for slot in slots if slot.task is not None]
+    with anyio.CancelScope(shield=True):
+        if tasks:
+            # A task cancelled before it started never runs its body: wait for
+            # the tasks themselves, not for their ``done`` events.
+            await asyncio.wait(tasks)
+        else:
+            for slot in slots:
+                await slot.done.wait()
+
+
+def cancel_slots_now(slots: list[_Slot | None]) -> None:
+    """Cancel asyncio producers from a finaliser, where nothing can be awaited."""
+    for slot in slots:
+        if slot is not None and slot.task is not None:
+            slot.cancelled = True
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                slot.task.cancel()
+
+
 class AsyncMuxIterator(Generic[T]):
     """Run a mux policy over members with async sources.
 
@@ -190,7 +267,7 @@ class AsyncMuxIterator(Generic[T]):
         self._slots: list[_Slot | None] = [None] * policy.n_slots
         self._retired: list[_Slot] = []  # ended slots whose tasks may still unwind
         # asyncio's own events are much cheaper; anyio's serve any backend.
-        self._event: Callable[[], Any] = asyncio.Event if task_group is None else anyio.Event
+        self._event = event_factory(task_group)
         self._started = False
         self._finished = False
         self._countdown = CHECKPOINT_EVERY
@@ -208,14 +285,9 @@ class AsyncMuxIterator(Generic[T]):
     # -- producers
     def _spawn(self, activation: Activation) -> _Slot:
         """Start a producer for ``activation`` and return its slot state."""
-        slot = _Slot(self._event)
-        member = self._member_of(activation)
-        args = (slot, member, activation, self._task_group, self._prefetch, self._event)
-        if self._task_group is not None:
-            self._task_group.start_soon(_produce_scoped, *args)
-        else:
-            slot.task = asyncio.get_running_loop().create_task(_produce(*args))
-        return slot
+        return spawn_producer(
+            self._member_of(activation), activation, self._task_group, self._prefetch
+        )
 
     def _place(self, index: int, slot: _Slot) -> None:
         old = self._slots[index]
@@ -260,15 +332,7 @@ class AsyncMuxIterator(Generic[T]):
 
     def _start(self) -> None:
         self._started = True
-        if self._task_group is None:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                raise UnsupportedBackendError(
-                    "a mux over async streams runs a task per stream; outside asyncio, "
-                    "use the structured form: 'async with mux.open() as stream: "
-                    "async for x in stream'"
-                ) from None
+        check_can_spawn(self._task_group)
         for activation in self._policy.start():
             self._activate(activation)
 
@@ -337,24 +401,10 @@ class AsyncMuxIterator(Generic[T]):
         self._slots = [None] * len(self._slots)
         self._retired = []
         self._early.clear()
-        for slot in slots:
-            slot.cancel()
-        tasks = [slot.task for slot in slots if slot.task is not None]
-        with anyio.CancelScope(shield=True):
-            if tasks:
-                # A task cancelled before it started never runs its body: wait
-                # for the tasks themselves, not for their ``done`` events.
-                await asyncio.wait(tasks)
-            else:
-                for slot in slots:
-                    await slot.done.wait()
+        await close_slots(slots)
 
     def __del__(self) -> None:
         # Dropped without aclose() (a break out of a plain async for): cancel the
         # asyncio tasks; each closes its own stream as it unwinds.
         early = [slot for _, slot in getattr(self, "_early", ())]
-        for slot in [*getattr(self, "_slots", ()), *getattr(self, "_retired", ()), *early]:
-            if slot is not None and slot.task is not None:
-                slot.cancelled = True
-                with contextlib.suppress(RuntimeError):  # the loop is already closed
-                    slot.task.cancel()
+        cancel_slots_now([*getattr(self, "_slots", ()), *getattr(self, "_retired", ()), *early])

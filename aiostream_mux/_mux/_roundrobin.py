@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import Literal, TypeVar, cast, get_args
 
 import numpy as np
 
-from ._policy import Activation, Rng, SeedSpawner, check_choice, check_n_streams
+from .._streamer import Streamer
+from ._base import DEFAULT_PREFETCH, BaseMux
+from ._policy import Activation, MuxPolicy, Rng, SeedSpawner, check_choice, check_n_streams
 
-__all__ = ["RoundRobinConfig", "RoundRobinMode", "RoundRobinPolicy", "validate_roundrobin"]
+T = TypeVar("T")
+
+__all__ = [
+    "RoundRobinMux",
+    "RoundRobinConfig",
+    "RoundRobinMode",
+    "RoundRobinPolicy",
+    "validate_roundrobin",
+]
 
 RoundRobinMode = Literal["exhaustive", "cycle", "permuted_cycle"]
 """What happens once every stream has ended."""
@@ -176,3 +187,52 @@ class RoundRobinPolicy:
         self._n_live = n
         self._pass_items = 0
         return [Activation(slot, int(order[slot]), None, self._spawn()) for slot in range(n)]
+
+
+class RoundRobinMux(BaseMux[T]):
+    """Take one sample from each streamer in turn.
+
+    pescador's ``RoundRobinMux``. Streams that end drop out of the rotation.
+
+    Parameters
+    ----------
+    streamers : iterable of Streamer or iterable
+        The members; plain iterables are wrapped in :class:`Streamer`.
+    mode : {"exhaustive", "cycle", "permuted_cycle"}
+        When every stream has ended: stop (``"exhaustive"``), restart them all
+        in the same order (``"cycle"``), or in a new random order
+        (``"permuted_cycle"``). A whole round that gives nothing stops the mux
+        (pescador loops forever there).
+    random_state : None, int, numpy.random.RandomState or numpy.random.Generator
+        Used by ``"permuted_cycle"``; ``None`` draws from numpy's global state.
+    prefetch : int
+        Samples each stream may buffer ahead (async members), >= 1.
+
+    Raises
+    ------
+    ConfigError
+        For any invalid parameter, naming it and its value.
+
+    Examples
+    --------
+    >>> mux = RoundRobinMux([Streamer("ab"), Streamer("c"), Streamer("def")])
+    >>> "".join(mux)
+    'acdbef'
+    >>> "".join(RoundRobinMux([Streamer("ab"), Streamer("c")], mode="cycle")(max_iter=7))
+    'acbacba'
+    """
+
+    def __init__(
+        self,
+        streamers: Iterable[Streamer[T] | Iterable[T]],
+        mode: RoundRobinMode = "exhaustive",
+        random_state: int | np.random.RandomState | np.random.Generator | None = None,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        super().__init__(streamers, random_state, prefetch=prefetch)
+        self._config = validate_roundrobin(len(self.streamers), mode)
+        self.mode: RoundRobinMode = self._config.mode
+
+    def _make_policy(self, rng: Rng, seed: np.random.SeedSequence | None) -> MuxPolicy:
+        return RoundRobinPolicy(self._config, rng, seed)

@@ -8,13 +8,19 @@ of the same cumulative distribution.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
+from .._streamer import Streamer
+from ._base import DEFAULT_PREFETCH, BaseMux
 from ._policy import (
     Activation,
     FloatArray,
+    MuxPolicy,
     Rng,
     SeedSpawner,
     check_n_streams,
@@ -23,7 +29,9 @@ from ._policy import (
     uniform_draw,
 )
 
-__all__ = ["ShuffledConfig", "ShuffledPolicy", "validate_shuffled"]
+T = TypeVar("T")
+
+__all__ = ["ShuffledMux", "ShuffledConfig", "ShuffledPolicy", "validate_shuffled"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,3 +192,50 @@ class ShuffledPolicy:
         self._done = not norm > 0.0
         if not self._done:
             self._cdf = choice_cdf(self._weights / norm)
+
+
+class ShuffledMux(BaseMux[T]):
+    """Interleave samples from all streamers at once, at random, restarting them as they end.
+
+    pescador's ``ShuffledMux``: every streamer is always active; each sample
+    comes from a streamer drawn in proportion to its weight; a streamer that
+    ends is restarted, and one that gave nothing is dropped. Same sequence as
+    pescador for a seed given as an int or a ``RandomState``.
+
+    Parameters
+    ----------
+    streamers : iterable of Streamer or iterable
+        The members; plain iterables are wrapped in :class:`Streamer`.
+    weights : array-like or None
+        Sampling weight per streamer (non-negative, not all zero); uniform if ``None``.
+    random_state : None, int, numpy.random.RandomState or numpy.random.Generator
+        ``None`` draws from numpy's global state (as pescador).
+    prefetch : int
+        Samples each stream may buffer ahead (async members), >= 1.
+
+    Raises
+    ------
+    ConfigError
+        For any invalid parameter, naming it and its value.
+
+    Examples
+    --------
+    >>> mux = ShuffledMux([Streamer("a"), Streamer("b"), Streamer("c")], random_state=0)
+    >>> "".join(mux(max_iter=12))
+    'bcbbcbbcaacc'
+    """
+
+    def __init__(
+        self,
+        streamers: Iterable[Streamer[T] | Iterable[T]],
+        weights: npt.ArrayLike | None = None,
+        random_state: int | np.random.RandomState | np.random.Generator | None = None,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        super().__init__(streamers, random_state, prefetch=prefetch)
+        self._config = validate_shuffled(len(self.streamers), weights)
+        self.weights = self._config.weights
+
+    def _make_policy(self, rng: Rng, seed: np.random.SeedSequence | None) -> MuxPolicy:
+        return ShuffledPolicy(self._config, rng, seed)

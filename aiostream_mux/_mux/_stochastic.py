@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import numpy as np
+import numpy.typing as npt
 
 from .._exceptions import ConfigError
+from .._streamer import Streamer
+from ._base import DEFAULT_PREFETCH, BaseMux
 from ._policy import (
     Activation,
     FloatArray,
+    MuxPolicy,
     Rng,
     SeedSpawner,
     check_bool,
@@ -35,11 +40,14 @@ from ._policy import (
 
 __all__ = [
     "StochasticConfig",
+    "StochasticMux",
     "StochasticDist",
     "StochasticMode",
     "StochasticPolicy",
     "validate_stochastic",
 ]
+
+T = TypeVar("T")
 
 StochasticMode = Literal["with_replacement", "single_active", "exhaustive"]
 """How streamers enter and leave the active set."""
@@ -369,3 +377,86 @@ class StochasticPolicy:
         self._done = self._all_empty or not (norm > 0.0 and self._valid.any())
         if not self._done:
             self._cdf = choice_cdf(sw / norm)
+
+
+class StochasticMux(BaseMux[T]):
+    """Sample from a random active subset of streamers, replacing streams as they end.
+
+    pescador's ``StochasticMux``, with the same parameters, defaults and — for a
+    seed given as an int or a ``RandomState`` — the same sequence of samples.
+    ``n_active`` streamers are active at once; each activation gets a sample
+    budget with mean ``rate``; every sample comes from an active stream drawn in
+    proportion to its weight; a stream that ends is replaced.
+
+    When members have async sources, every active stream runs in its own task
+    with ``prefetch`` samples of buffer, so slow streams overlap; the sequence is
+    the same either way.
+
+    Parameters
+    ----------
+    streamers : iterable of Streamer or iterable
+        The members; plain iterables are wrapped in :class:`Streamer`.
+    n_active : int
+        Number of streams active at once, >= 1 (at most ``len(streamers)``
+        unless ``mode="with_replacement"``).
+    rate : float or None
+        Mean sample budget per activation; ``None`` runs each to exhaustion.
+    weights : array-like or None
+        Sampling weight per streamer (non-negative, not all zero); uniform if
+        ``None``. Copied and normalised; the caller's array is left alone.
+    mode : {"with_replacement", "single_active", "exhaustive"}
+        ``"with_replacement"``: streamers are drawn independently, possibly
+        several times at once. ``"single_active"``: a streamer is active at most
+        once at a time. ``"exhaustive"``: each streamer is used at most once.
+    prune_empty_streams : bool
+        Never activate again a streamer whose activation was empty.
+    dist : {"binomial", "constant", "poisson"}
+        Distribution of the sample budgets.
+    random_state : None, int, numpy.random.RandomState or numpy.random.Generator
+        ``None`` draws from numpy's global state (as pescador). A seeded mux
+        replays the same sequence each time it is iterated from the top; a mux
+        activated by another mux gets a fresh child seed per activation.
+    prefetch : int
+        Samples each active stream may buffer ahead (async members), >= 1.
+
+    Raises
+    ------
+    ConfigError
+        For any invalid parameter, naming it and its value.
+
+    Examples
+    --------
+    >>> a, b, c = Streamer("a" * 5), Streamer("b" * 5), Streamer("c" * 5)
+    >>> mux = StochasticMux([a, b, c], n_active=2, rate=2, random_state=0)
+    >>> "".join(mux(max_iter=12))
+    'bbbbbbcaccbb'
+    >>> "".join(mux(max_iter=12))  # a seeded mux replays its sequence
+    'bbbbbbcaccbb'
+    """
+
+    def __init__(
+        self,
+        streamers: Iterable[Streamer[T] | Iterable[T]],
+        n_active: int,
+        rate: float | None,
+        weights: npt.ArrayLike | None = None,
+        mode: StochasticMode = "with_replacement",
+        prune_empty_streams: bool = True,
+        dist: StochasticDist = "binomial",
+        random_state: int | np.random.RandomState | np.random.Generator | None = None,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        super().__init__(streamers, random_state, prefetch=prefetch)
+        self._config = validate_stochastic(
+            len(self.streamers), n_active, rate, weights, mode, prune_empty_streams, dist
+        )
+        self.n_active = self._config.n_active
+        self.rate = self._config.rate
+        self.weights = self._config.weights
+        self.mode: StochasticMode = self._config.mode
+        self.prune_empty_streams = self._config.prune_empty_streams
+        self.dist: StochasticDist = self._config.dist
+
+    def _make_policy(self, rng: Rng, seed: np.random.SeedSequence | None) -> MuxPolicy:
+        return StochasticPolicy(self._config, rng, seed)
