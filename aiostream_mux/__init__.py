@@ -11,6 +11,7 @@ import contextlib
 from ._exceptions import AiostreamMuxError as AiostreamMuxError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DataError as DataError
+from ._exceptions import MissingKeyError as MissingKeyError
 from ._exceptions import PescadorError as PescadorError
 from ._exceptions import UnsupportedBackendError as UnsupportedBackendError
 from ._exceptions import WorkerError as WorkerError
@@ -23,6 +24,11 @@ from ._streamer import Stream as Stream
 from ._streamer import Streamer as Streamer
 from ._streamer import streamable as streamable
 from ._version import __version__ as __version__
+from .maps import buffer_stream as buffer_stream
+from .maps import cache as cache
+from .maps import keras_tuples as keras_tuples
+from .maps import map_concurrent as map_concurrent
+from .maps import tuples as tuples
 
 __all__ = [
     "AiostreamMuxError",
@@ -30,6 +36,7 @@ __all__ = [
     "ChainMux",
     "ConfigError",
     "DataError",
+    "MissingKeyError",
     "PescadorError",
     "RoundRobinMux",
     "ShuffledMux",
@@ -39,7 +46,12 @@ __all__ = [
     "UnsupportedBackendError",
     "WorkerError",
     "__version__",
+    "buffer_stream",
+    "cache",
+    "keras_tuples",
+    "map_concurrent",
     "streamable",
+    "tuples",
 ]
 
 for _name in __all__:

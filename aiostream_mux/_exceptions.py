@@ -6,6 +6,7 @@ __all__ = [
     "AiostreamMuxError",
     "ConfigError",
     "DataError",
+    "MissingKeyError",
     "PescadorError",
     "UnsupportedBackendError",
     "WorkerError",
@@ -29,6 +30,13 @@ class ConfigError(AiostreamMuxError, ValueError):
 
 class DataError(AiostreamMuxError, TypeError):
     """An item is not data-like (for example not a mapping of arrays)."""
+
+
+class MissingKeyError(DataError, KeyError):
+    """An item lacks a key a map needs; also a ``KeyError``, as in pescador."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class WorkerError(AiostreamMuxError, RuntimeError):
