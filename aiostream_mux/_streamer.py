@@ -18,6 +18,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._exceptions import ConfigError
+from ._pipeline import StreamerPipeline, StreamPipeline
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -55,7 +56,7 @@ def _is_async_run(run: object) -> bool:
     return hasattr(run, "__anext__")
 
 
-class Streamer(Generic[T]):
+class Streamer(StreamerPipeline[T], Generic[T]):
     """A reusable recipe for a stream: a source plus its arguments.
 
     A Streamer can be activated any number of times; each activation is a
@@ -195,6 +196,11 @@ class Streamer(Generic[T]):
                     f"streamer={self.streamer!r} returned {type(source).__name__!r}, "
                     "which is not iterable"
                 )
+            if isinstance(source, Stream) and source._unstarted():
+                # A map called by this recipe: it runs in this activation's
+                # task group (``open()``) and gets its seed.
+                source._task_group = source._task_group or task_group
+                source._seed = source._seed or seed
         return _run_of(source, prefer_async)
 
     def _is_async(self) -> bool:
@@ -522,7 +528,7 @@ async def _close_run(run: object) -> None:
         close()
 
 
-class Stream(Generic[T]):
+class Stream(StreamPipeline[T], Generic[T]):
     """One activation of a :class:`Streamer`: an iterator for ``for`` and ``async for``.
 
     What :meth:`Streamer.iterate`, :meth:`Streamer.cycle` and
@@ -567,6 +573,9 @@ class Stream(Generic[T]):
     def is_activated_copy(self) -> bool:
         """``True``: a Stream is an activation (pescador's "activated copy")."""
         return True
+
+    def _unstarted(self) -> bool:
+        return self._sync is None and self._async is None and not self._closed
 
     def _start_run(self, prefer_async: bool) -> Run[T]:
         if self._closed:

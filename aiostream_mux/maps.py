@@ -541,4 +541,3 @@ def cache(
 
     name = _name("cache", stream, n, p)
     return _derive(name, stream, sync_body, async_body)
-

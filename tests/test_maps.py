@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import aiostream_mux as am
 from aiostream_mux import ConfigError, DataError, Stream, Streamer, UnsupportedBackendError
 from aiostream_mux.maps import buffer_stream, cache, keras_tuples, map_concurrent, tuples
 
@@ -1007,3 +1008,46 @@ def test_pipeline_as_a_recipe() -> None:
         return [b async for b in recipe]
 
     assert_same(asyncio.run(main()), expected_pipeline(12, 4))
+
+
+# -- pipeline methods and recipes
+
+
+async def _double_later(x: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    return 2 * x
+
+
+def _shard(k: int) -> Iterator[dict[str, Any]]:
+    for i in range(20):
+        yield {"X": np.full(2, k, dtype=np.float32), "y": i}
+
+
+def test_pipeline_methods_build_reusable_recipes() -> None:
+    mux = am.ShuffledMux([am.Streamer(_shard, k) for k in range(3)], random_state=0)
+    recipe = mux.buffer(8).tuples("X", "y")
+    assert isinstance(recipe, am.Streamer)
+    first = [(X.tolist(), y.tolist()) for X, y in recipe(max_iter=3)]
+    again = [(X.tolist(), y.tolist()) for X, y in pickle.loads(pickle.dumps(recipe))(max_iter=3)]
+    assert first == again
+    assert all(len(y) == 8 for _, y in first)
+    assert list(am.Streamer(range(4)).map(_double_later, concurrency=2)) == [0, 2, 4, 6]
+
+
+def test_pipeline_methods_check_arguments_at_the_call() -> None:
+    with pytest.raises(ConfigError, match="concurrency"):
+        am.Streamer(range(3)).map(_double_later, concurrency=0)
+    with pytest.raises(ConfigError, match="buffer_size"):
+        am.Streamer(range(3)).buffer(0)
+    with pytest.raises(ConfigError):
+        am.Streamer(range(3)).iterate().buffer(-1)
+
+
+@pytest.mark.anyio
+async def test_stream_methods_and_recipe_in_open_block() -> None:
+    stream = am.Streamer([{"a": i, "b": -i} for i in range(5)]).iterate().tuples("b", "a")
+    assert [t async for t in stream] == [(-i, i) for i in range(5)]
+    # A recipe of a concurrent map runs in the open() block's task group (trio too).
+    recipe = am.Streamer(range(6)).map(_double_later, concurrency=3)
+    async with recipe.open() as mapped:
+        assert [x async for x in mapped] == [0, 2, 4, 6, 8, 10]
