@@ -203,6 +203,11 @@ class Streamer(StreamerPipeline[T], Generic[T]):
                 source._seed = source._seed or seed
         return _run_of(source, prefer_async)
 
+    def _uses_seed(self) -> bool:
+        """Tell whether activations use the child seed a parent mux gives (muxes do)."""
+        source = self.streamer
+        return isinstance(source, Streamer) and source._uses_seed()
+
     def _is_async(self) -> bool:
         """Tell whether activations will be async iterators, when that is known in advance.
 

@@ -38,7 +38,14 @@ if TYPE_CHECKING:
 
     from ._policy import Activation
 
-__all__ = ["DEFAULT_PREFETCH", "BaseMux", "as_streamers", "close_run", "open_sync"]
+__all__ = [
+    "DEFAULT_PREFETCH",
+    "BaseMux",
+    "as_streamers",
+    "close_run",
+    "member_seed",
+    "open_sync",
+]
 
 T = TypeVar("T")
 
@@ -130,6 +137,9 @@ class BaseMux(Streamer[T]):
         return self.streamers[activation.index]
 
     # -- activation
+    def _uses_seed(self) -> bool:
+        return True
+
     def _is_async(self) -> bool:
         return any(member._is_async() for member in self.streamers)
 
@@ -154,14 +164,20 @@ class BaseMux(Streamer[T]):
         return _sync_driver(policy, self._member)
 
 
+def member_seed(member: Streamer[Any], activation: Activation) -> np.random.SeedSequence | None:
+    """Return the ``SeedSequence`` for an activation, built only if ``member`` uses it."""
+    seed = activation.seed
+    if seed is None or not member._uses_seed():
+        return None
+    return seed.sequence()
+
+
 def open_sync(member: Streamer[T], activation: Activation) -> tuple[Iterator[T], object]:
     """Start ``member`` for a sync driver: (items limited to the budget, run to close)."""
-    run = member._start(activation.seed, None, False)
+    run = member._start(member_seed(member, activation), None, False)
     if hasattr(run, "__anext__"):
         # A callable that turned out async: the sync adapter serves it.
-        stream = iter(
-            Stream(_Started(member, run), max_iter=activation.max_iter, _seed=activation.seed)
-        )
+        stream = iter(Stream(_Started(member, run), max_iter=activation.max_iter))
         return stream, stream
     member._track(run)
     items: Iterator[T] = run

@@ -28,6 +28,7 @@ import anyio.lowlevel
 
 from .._exceptions import UnsupportedBackendError
 from .._streamer import CHECKPOINT_EVERY, Streamer, _close_run
+from ._base import member_seed
 from ._forecast import Forecast, same_activation
 from ._policy import Activation, MuxPolicy
 
@@ -118,7 +119,7 @@ async def _produce(
     try:
         if slot.cancelled:
             return
-        run = member._start(activation.seed, task_group, True)
+        run = member._start(member_seed(member, activation), task_group, True)
         member._track(run)
         slot.running = True
         buffer = slot.buffer

@@ -19,14 +19,12 @@ from __future__ import annotations
 import copy
 from collections import deque
 
-import numpy as np
-
-from ._policy import Activation, MuxPolicy
+from ._policy import Activation, ChildSeed, MuxPolicy
 
 __all__ = ["Forecast", "same_activation"]
 
 
-def _seed_key(seed: np.random.SeedSequence | None) -> object:
+def _seed_key(seed: ChildSeed | None) -> object:
     if seed is None:
         return None
     return (seed.entropy, seed.spawn_key, seed.pool_size)

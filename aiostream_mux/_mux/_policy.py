@@ -45,6 +45,7 @@ from .._exceptions import ConfigError
 
 __all__ = [
     "Activation",
+    "ChildSeed",
     "FloatArray",
     "MuxPolicy",
     "Rng",
@@ -86,14 +87,15 @@ class Activation:
         within the current pass over the (possibly lazy) members.
     max_iter : int or None
         Sample budget of this activation (>= 1); ``None`` means until exhausted.
-    seed : numpy.random.SeedSequence or None
-        Child seed for this activation, or ``None`` when the mux is unseeded.
+    seed : ChildSeed or None
+        Child seed for this activation (``seed.sequence()`` is the
+        ``SeedSequence``), or ``None`` when the mux is unseeded.
     """
 
     slot: int
     index: int
     max_iter: int | None
-    seed: np.random.SeedSequence | None
+    seed: ChildSeed | None
 
 
 class MuxPolicy(Protocol):
@@ -249,8 +251,46 @@ def _digest(tag: str, state: object) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+class ChildSeed:
+    """A child of a :class:`~numpy.random.SeedSequence`, built only when needed.
+
+    Building a ``SeedSequence`` costs a few microseconds, and most members
+    (plain Streamers) never use their seed; nested muxes call :meth:`sequence`.
+
+    Attributes
+    ----------
+    entropy, spawn_key, pool_size
+        Those of the ``SeedSequence`` it stands for.
+    """
+
+    __slots__ = ("entropy", "pool_size", "spawn_key")
+
+    def __init__(self, entropy: Any, spawn_key: tuple[int, ...], pool_size: int) -> None:
+        self.entropy = entropy
+        self.spawn_key = spawn_key
+        self.pool_size = pool_size
+
+    def sequence(self) -> np.random.SeedSequence:
+        """Return the ``SeedSequence`` itself."""
+        return np.random.SeedSequence(
+            self.entropy, spawn_key=self.spawn_key, pool_size=self.pool_size
+        )
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.entropy, self.spawn_key, self.pool_size)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChildSeed) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((str(self.entropy), self.spawn_key, self.pool_size))
+
+    def __repr__(self) -> str:
+        return f"ChildSeed(entropy={self.entropy}, spawn_key={self.spawn_key})"
+
+
 class SeedSpawner:
-    """Hand out one child :class:`~numpy.random.SeedSequence` per activation.
+    """Hand out one child seed per activation.
 
     Children are those ``root.spawn`` would give, in order, but ``root`` itself is
     never mutated, so a policy built twice from the same root replays the same seeds.
@@ -267,16 +307,12 @@ class SeedSpawner:
         self._root = root
         self._count = 0 if root is None else root.n_children_spawned
 
-    def __call__(self) -> np.random.SeedSequence | None:
+    def __call__(self) -> ChildSeed | None:
         """Return the next child seed (``None`` if unseeded)."""
         root = self._root
         if root is None:
             return None
-        child = np.random.SeedSequence(
-            root.entropy,
-            spawn_key=(*root.spawn_key, self._count),
-            pool_size=root.pool_size,
-        )
+        child = ChildSeed(root.entropy, (*root.spawn_key, self._count), root.pool_size)
         self._count += 1
         return child
 
