@@ -17,7 +17,7 @@ import aiostream_mux as am
 
 
 async def shard(index: int, n_samples: int, latency: float) -> AsyncIterator[dict[str, Any]]:
-    """One data shard, read over a slow link: every sample waits ``latency`` seconds."""
+    """Yield one data shard read over a slow link: each sample waits ``latency`` seconds."""
     rng = np.random.default_rng(index)
     for i in range(n_samples):
         await anyio.sleep(latency)
@@ -25,7 +25,7 @@ async def shard(index: int, n_samples: int, latency: float) -> AsyncIterator[dic
 
 
 async def augment(sample: dict[str, Any]) -> dict[str, Any]:
-    """An I/O-bound transform, as a decode or a fetch would be."""
+    """Double the features after 2 ms: an I/O-bound transform, as a decode or a fetch."""
     await anyio.sleep(0.002)
     return {"X": sample["X"] * 2.0, "y": sample["y"]}
 
