@@ -34,9 +34,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Install the package and run the quickstart."""
+    """Install the package and run the demo."""
     session.install(".")
-    session.run("python", "examples/quickstart.py")
+    session.run("python", "-m", "aiostream_mux", "demo")
 
 
 @nox.session

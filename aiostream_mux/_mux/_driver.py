@@ -74,7 +74,17 @@ def failure_of(item: object) -> BaseException | None:
 class _Slot:
     """One activation in one slot: its buffer and its producer's state."""
 
-    __slots__ = ("buffer", "cancelled", "done", "has_item", "has_space", "running", "scope", "task")
+    __slots__ = (
+        "buffer",
+        "cancelled",
+        "done",
+        "has_item",
+        "has_space",
+        "resuming",
+        "running",
+        "scope",
+        "task",
+    )
 
     def __init__(self, event: Callable[[], Any]) -> None:
         self.buffer: deque[Any] = deque()
@@ -83,6 +93,7 @@ class _Slot:
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False
         self.running = False  # the producer has started pulling from its stream
+        self.resuming = False  # woken from a full buffer, not yet back at work
         self.done = event()
         self.task: asyncio.Task[None] | None = None
 
@@ -133,6 +144,7 @@ async def _produce(
                 if len(buffer) >= prefetch:
                     slot.has_space = waiter = event()
                     await waiter.wait()
+                    slot.resuming = False
         else:
             countdown = CHECKPOINT_EVERY
             for item in run:
@@ -143,6 +155,7 @@ async def _produce(
                 if len(buffer) >= prefetch:
                     slot.has_space = waiter = event()
                     await waiter.wait()
+                    slot.resuming = False
                 else:
                     countdown -= 1
                     if not countdown:
@@ -154,8 +167,13 @@ async def _produce(
     finally:
         try:
             if run is not None:
-                with anyio.CancelScope(shield=True):
+                if slot.scope is None:
+                    # A plain asyncio task: cancel() is delivered once, and only
+                    # aclose() of the iterator cancels it, so nothing interrupts this.
                     await _close_run(run)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await _close_run(run)
         except Exception as exc:  # the member failed while closing
             slot.push(_Failure(exc))
         finally:
@@ -363,6 +381,7 @@ class AsyncMuxIterator(Generic[T]):
             space = slot.has_space
             if space is not None and len(buffer) <= self._low_water:
                 slot.has_space = None
+                slot.resuming = True
                 space.set()
             if item is _END:
                 for activation in policy.on_exhausted(index):
@@ -384,11 +403,12 @@ class AsyncMuxIterator(Generic[T]):
     async def _wait(self, slot: _Slot) -> None:
         """Wait until ``slot`` has an item.
 
-        A producer that already runs and has nothing to give is awaiting its
-        source: that is latency, so forecasting is switched on. (A CPU-bound
-        producer, once running, fills its buffer before it yields.)
+        A producer that already runs, is not just being woken from a full
+        buffer, and has nothing to give is awaiting its source: that is
+        latency, so forecasting is switched on. (A CPU-bound producer, once
+        running, fills its buffer before it yields.)
         """
-        if slot.running and not self._want_forecast:
+        if slot.running and not slot.resuming and not self._want_forecast:
             self._want_forecast = True
         while not slot.buffer:
             slot.has_item = event = self._event()
