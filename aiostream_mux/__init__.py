@@ -19,6 +19,8 @@ from ._mux._base import BaseMux as BaseMux
 from ._mux._chain import ChainMux as ChainMux
 from ._mux._roundrobin import RoundRobinMux as RoundRobinMux
 from ._mux._shuffled import ShuffledMux as ShuffledMux
+from ._mux._stats import MemberStatistics as MemberStatistics
+from ._mux._stats import MuxStatistics as MuxStatistics
 from ._mux._stochastic import StochasticMux as StochasticMux
 from ._streamer import Stream as Stream
 from ._streamer import Streamer as Streamer
@@ -36,7 +38,9 @@ __all__ = [
     "ChainMux",
     "ConfigError",
     "DataError",
+    "MemberStatistics",
     "MissingKeyError",
+    "MuxStatistics",
     "PescadorError",
     "RoundRobinMux",
     "ShuffledMux",

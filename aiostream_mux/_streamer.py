@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import numpy as np
     from typing_extensions import ParamSpec, Self
 
+    from ._mux._stats import MuxStatistics
+
     P = ParamSpec("P")
 
 __all__ = ["Stream", "Streamer", "streamable"]
@@ -148,12 +150,15 @@ class Streamer(StreamerPipeline[T], Generic[T]):
     def _init_bookkeeping(self) -> None:
         self._runs_lock = threading.Lock()
         self._runs: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Counters of running activations, for ``Stream.statistics()`` (muxes).
+        self._counters: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     # -- pickling and copying: the bookkeeping is per object, not part of the recipe
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_runs_lock", None)
         state.pop("_runs", None)
+        state.pop("_counters", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -202,6 +207,12 @@ class Streamer(StreamerPipeline[T], Generic[T]):
                 source._task_group = source._task_group or task_group
                 source._seed = source._seed or seed
         return _run_of(source, prefer_async)
+
+    def _statistics_of(self, run: object) -> Any:
+        source = self.streamer
+        if isinstance(source, Streamer):
+            return source._statistics_of(run)
+        raise TypeError(f"{self!r} is not a mux: it keeps no statistics")
 
     def _uses_seed(self) -> bool:
         """Tell whether activations use the child seed a parent mux gives (muxes do)."""
@@ -568,6 +579,7 @@ class Stream(StreamPipeline[T], Generic[T]):
         self._sync: Iterator[T] | None = None
         self._async: AsyncIterator[T] | None = None
         self._closed = False
+        self._first_run: object = None
 
     def __repr__(self) -> str:
         mode = "sync" if self._sync else "async" if self._async else "not started"
@@ -586,6 +598,7 @@ class Stream(StreamPipeline[T], Generic[T]):
         if self._closed:
             raise RuntimeError("this Stream is closed; activate the Streamer again")
         run = self.streamer._start(self._seed, self._task_group, prefer_async)
+        self._first_run = run
         self.streamer._track(run)
         return run
 
@@ -685,6 +698,42 @@ class Stream(StreamPipeline[T], Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def statistics(self) -> MuxStatistics:
+        """Return what a running mux has done so far: per member and in total.
+
+        Samples drawn, activations and exhaustions per member, samples buffered
+        ahead right now, seconds the consumer waited, and each member's share
+        of the samples against its target weight.
+
+        Returns
+        -------
+        MuxStatistics
+
+        Raises
+        ------
+        TypeError
+            If this is not an activation of a StochasticMux, ShuffledMux or
+            RoundRobinMux.
+        RuntimeError
+            Before the first sample is asked for.
+
+        Examples
+        --------
+        >>> from aiostream_mux import ShuffledMux
+        >>> mux = ShuffledMux([Streamer("a" * 100), Streamer("b" * 100)],
+        ...                   weights=[3, 1], random_state=0)
+        >>> stream = mux.iterate(max_iter=1000)
+        >>> _ = list(stream)
+        >>> stats = stream.statistics()
+        >>> stats.samples, [m.target for m in stats.members]
+        (1000, [0.75, 0.25])
+        >>> stats.mixture_error < 0.05
+        True
+        """
+        if self._first_run is None:
+            raise RuntimeError("statistics appear once the stream has started")
+        return self.streamer._statistics_of(self._first_run)  # type: ignore[no-any-return]
 
     # -- notebook helpers
     async def take(self, n: int) -> list[T]:

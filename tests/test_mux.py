@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 import pescador
 import pytest
@@ -439,3 +440,62 @@ def test_mux_pickles_and_reports_itself() -> None:
     assert "StochasticMux" in repr(mux)
     assert isinstance(mux, am.BaseMux)
     assert mux.n_active == 2
+
+
+# -- statistics
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_statistics_count_what_the_mux_did(kind: str) -> None:
+    weights = [3.0, 1, 1, 1, 1, 1]
+    mux = StochasticMux(members(kind, [400] * 6), 3, 8, weights=weights, random_state=0)
+    stream = mux.iterate(max_iter=3000)
+    with pytest.raises(RuntimeError, match="started"):
+        stream.statistics()
+    got = list(stream)
+    stats = stream.statistics()
+    assert stats.samples == len(got) == 3000
+    per_member = [sum(1 for x in got if x[0] == label) for label in "abcdef"]
+    assert [m.samples for m in stats.members] == per_member
+    assert stats.activations == sum(m.activations for m in stats.members) >= 3000 // 16
+    assert all(m.activations >= m.exhaustions for m in stats.members)
+    assert [m.target for m in stats.members] == pytest.approx([0.375] + [0.125] * 5)
+    assert stats.mixture_error == max(abs(m.share - m.target) for m in stats.members)  # type: ignore[operator]
+    assert all(m.buffered == 0 for m in stats.members) or kind == "async"
+
+
+@pytest.mark.asyncio
+async def test_statistics_of_a_running_async_mux() -> None:
+    mux = ShuffledMux(members("async", [1000] * 4, max_delay=0.001), random_state=0, prefetch=5)
+    async with mux.iterate() as stream:
+        await stream.take(200)
+        stats = stream.statistics()
+    assert stats.samples == 200
+    assert stats.waited > 0.0  # sources with latency make the consumer wait at times
+    assert all(0 <= m.buffered <= 5 for m in stats.members)
+    assert stats.members[0].target == 0.25
+
+
+def test_statistics_only_for_muxes() -> None:
+    stream = Streamer(letters, "a", 3).iterate()
+    next(stream)
+    with pytest.raises(TypeError, match="not a mux"):
+        stream.statistics()
+    chain = ChainMux(members()).iterate()
+    next(chain)
+    with pytest.raises(TypeError, match="ChainMux"):
+        chain.statistics()
+
+
+@pytest.mark.asyncio
+async def test_chain_starts_the_next_async_member_early(lifecycle: Lifecycle) -> None:
+    chain = ChainMux([Streamer(lifecycle.async_source, 50) for _ in range(4)])
+    async with chain.iterate() as stream:
+        assert await stream.take(1) == [0]
+        # While the first member still runs, the second has been started.
+        while lifecycle.started < 2:
+            await anyio.lowlevel.checkpoint()
+        assert lifecycle.started == 2
+        rest = await stream.to_list()
+    assert len(rest) == 4 * 50 - 1
+    assert lifecycle.open == 0

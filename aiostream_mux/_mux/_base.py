@@ -32,6 +32,7 @@ from ._policy import (
     normalize_random_state,
     seed_sequence_from,
 )
+from ._stats import Counters, MuxStatistics
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -157,11 +158,26 @@ class BaseMux(Streamer[T]):
         prefer_async: bool = False,
     ) -> Run[T]:
         policy = self._policy_for(seed)
+        counters = Counters(len(self.streamers), policy.n_slots, self._targets())
+        run: Run[T]
         if self._is_async():
             from ._driver import AsyncMuxIterator
 
-            return AsyncMuxIterator(policy, self._member, task_group, self.prefetch)
-        return _sync_driver(policy, self._member)
+            run = AsyncMuxIterator(policy, self._member, task_group, self.prefetch, counters)
+        else:
+            run = _sync_driver(policy, self._member, counters)
+        self._counters[run] = counters
+        return run
+
+    def _targets(self) -> Any:
+        """Target share of each member (its normalised weight), or ``None``."""
+        return getattr(self, "weights", None)
+
+    def _statistics_of(self, run: object) -> MuxStatistics:
+        counters: Counters | None = self._counters.get(run)
+        if counters is None:
+            raise RuntimeError("statistics appear once the stream has started")
+        return counters.snapshot()
 
 
 def member_seed(member: Streamer[Any], activation: Activation) -> np.random.SeedSequence | None:
@@ -206,12 +222,14 @@ class _Started(Streamer[T]):
         return run
 
 
-def _sync_driver(policy: MuxPolicy, member_of: Any) -> Iterator[T]:
+def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Iterator[T]:
     """Run ``policy`` over sync members, calling ``next()`` on them directly."""
     items: list[Iterator[T] | None] = [None] * policy.n_slots
     runs: list[object] = [None] * policy.n_slots
+    samples, slot_member = counters.samples, counters.slot_member
     try:
         for activation in policy.start():
+            counters.activated(activation)
             items[activation.slot], runs[activation.slot] = open_sync(
                 member_of(activation), activation
             )
@@ -220,13 +238,16 @@ def _sync_driver(policy: MuxPolicy, member_of: Any) -> Iterator[T]:
             try:
                 item = next(items[slot])  # type: ignore[arg-type]
             except StopIteration:
+                counters.exhausted(slot)
                 for activation in on_exhausted(slot):
                     close_run(runs[activation.slot])
+                    counters.activated(activation)
                     items[activation.slot], runs[activation.slot] = open_sync(
                         member_of(activation), activation
                     )
                 continue
             on_item(slot)
+            samples[slot_member[slot]] += 1
             yield item
     finally:
         for run in runs:

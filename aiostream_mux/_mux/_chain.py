@@ -338,6 +338,9 @@ class ChainMux(BaseMux[T]):
             raise TypeError("the members of this ChainMux are lazy; their number is unknown")
         return len(known)
 
+    def _statistics_of(self, run: object) -> Any:
+        raise TypeError("a ChainMux keeps no statistics: its members simply follow each other")
+
     def _is_async(self) -> bool:
         known = self._members.known
         return known is not None and any(member._is_async() for member in known)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
@@ -31,6 +33,7 @@ from .._streamer import CHECKPOINT_EVERY, Streamer, _close_run
 from ._base import member_seed
 from ._forecast import Forecast, same_activation
 from ._policy import Activation, MuxPolicy
+from ._stats import Counters
 
 __all__ = [
     "AsyncMuxIterator",
@@ -252,6 +255,19 @@ def cancel_slots_now(slots: list[_Slot | None]) -> None:
                 slot.task.cancel()
 
 
+def _buffered_probe(ref: weakref.ref[AsyncMuxIterator[Any]]) -> Callable[[], list[tuple[int, int]]]:
+    """Count the samples each member's producers hold (weakly: no reference cycle)."""
+
+    def probe() -> list[tuple[int, int]]:
+        it = ref()
+        if it is None:
+            return []
+        member = it._counters.slot_member
+        return [(member[i], len(slot.buffer)) for i, slot in enumerate(it._slots) if slot]
+
+    return probe
+
+
 class AsyncMuxIterator(Generic[T]):
     """Run a mux policy over members with async sources.
 
@@ -276,6 +292,7 @@ class AsyncMuxIterator(Generic[T]):
         member_of: Callable[[Activation], Streamer[T]],
         task_group: anyio.abc.TaskGroup | None,
         prefetch: int,
+        counters: Counters | None = None,
         lookahead: int | None = None,
     ) -> None:
         self._policy = policy
@@ -297,6 +314,9 @@ class AsyncMuxIterator(Generic[T]):
         self._forecast: Forecast | None = None
         self._early: deque[tuple[Activation, _Slot]] = deque()
         self._hits = self._misses = 0
+        self._counters = counters if counters is not None else Counters(0, policy.n_slots, None)
+        self._samples = self._counters.samples
+        self._counters.buffered = _buffered_probe(weakref.ref(self))
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
@@ -328,6 +348,8 @@ class AsyncMuxIterator(Generic[T]):
             slot = self._spawn(activation)
         self._place(activation.slot, slot)
         self._remaining[activation.slot] = activation.max_iter
+        if self._samples:
+            self._counters.activated(activation)
 
     def _drop_forecast(self) -> None:
         for _, slot in self._early:
@@ -384,6 +406,8 @@ class AsyncMuxIterator(Generic[T]):
                 slot.resuming = True
                 space.set()
             if item is _END:
+                if self._samples:
+                    self._counters.exhausted(index)
                 for activation in policy.on_exhausted(index):
                     self._activate(activation)
                 if self._want_forecast and self._lookahead:
@@ -395,6 +419,8 @@ class AsyncMuxIterator(Generic[T]):
                 await self.aclose()
                 raise item.exc
             policy.on_item(index)
+            if self._samples:
+                self._samples[self._counters.slot_member[index]] += 1
             left = self._remaining[index]
             if left is not None:
                 self._remaining[index] = left - 1
@@ -410,9 +436,11 @@ class AsyncMuxIterator(Generic[T]):
         """
         if slot.running and not slot.resuming and not self._want_forecast:
             self._want_forecast = True
+        started = time.perf_counter()
         while not slot.buffer:
             slot.has_item = event = self._event()
             await event.wait()
+        self._counters.waited += time.perf_counter() - started
 
     async def aclose(self) -> None:
         """Cancel every producer and wait until each has closed its stream."""
