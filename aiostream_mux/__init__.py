@@ -22,6 +22,7 @@ from ._mux._shuffled import ShuffledMux as ShuffledMux
 from ._mux._stats import MemberStatistics as MemberStatistics
 from ._mux._stats import MuxStatistics as MuxStatistics
 from ._mux._stochastic import StochasticMux as StochasticMux
+from ._progress import progress as progress
 from ._streamer import Stream as Stream
 from ._streamer import Streamer as Streamer
 from ._streamer import streamable as streamable
@@ -54,6 +55,7 @@ __all__ = [
     "cache",
     "keras_tuples",
     "map_concurrent",
+    "progress",
     "streamable",
     "tuples",
 ]

@@ -45,11 +45,13 @@ def demo(batches: int, n_shards: int, latency: float) -> None:
     )
     start = time.perf_counter()
     seen: dict[int, int] = {}
-    for step, (X, y) in enumerate(recipe(max_iter=batches), 1):
+    batches_seen = am.progress(
+        recipe(max_iter=batches), total=batches, desc="batches", unit="batch"
+    )
+    for X, y in batches_seen:
+        assert X.shape == (64, 32)
         for label in y.tolist():
             seen[label] = seen.get(label, 0) + 1
-        if step % max(1, batches // 5) == 0 or step == batches:
-            print(f"  sync  batch {step:>4}/{batches}: X{X.shape} y{y.shape}")
     took = time.perf_counter() - start
     samples = batches * 64
     sequential = samples * (latency + 0.002)

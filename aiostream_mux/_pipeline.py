@@ -100,6 +100,18 @@ class StreamerPipeline(Generic[T]):
         buffer_stream(_me(self), size, partial, axis)  # checks arguments
         return Streamer(buffer_stream, _me(self), size, partial, axis)
 
+    def progress(self, *, total: int | None = None, desc: str | None = None) -> Streamer[T]:
+        """Show a progress bar while iterating (:func:`progress`).
+
+        Returns
+        -------
+        Streamer
+        """
+        from ._progress import progress
+        from ._streamer import Streamer
+
+        return Streamer(progress, _me(self), total=total, desc=desc)
+
     def tuples(self, *keys: Any) -> Streamer[tuple[Any, ...]]:
         """Turn each mapping into a tuple of its values at ``keys`` (:func:`tuples`).
 
@@ -153,6 +165,17 @@ class StreamPipeline(Generic[T]):
         from .maps import buffer_stream
 
         return buffer_stream(_me(self), size, partial, axis)
+
+    def progress(self, *, total: int | None = None, desc: str | None = None) -> Stream[T]:
+        """Show a progress bar while iterating (:func:`progress`).
+
+        Returns
+        -------
+        Stream
+        """
+        from ._progress import progress
+
+        return progress(_me(self), total=total, desc=desc)
 
     def tuples(self, *keys: Any) -> Stream[tuple[Any, ...]]:
         """Turn each mapping into a tuple of its values at ``keys`` (:func:`tuples`).
