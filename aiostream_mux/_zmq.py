@@ -1,0 +1,609 @@
+"""ZMQStreamer: run a streamer in a worker process, receive its samples with zmq.asyncio.
+
+Each activation (each ``iterate()``, each run of ``cycle()``) is a :class:`_ZMQRun`:
+on its first ``__anext__`` it binds a PAIR socket (``ipc://`` in a private
+temporary directory, or ``tcp://127.0.0.1``), starts a worker process
+(``_zmq_worker.worker_main``) that connects to it, and then receives messages
+in the wire format of ``_zmq_wire``: several small samples per message, one
+frame per large array, arrays built over the frames without copies.
+
+Liveness: the run watches the worker's exit (a pidfd, or the process sentinel)
+on the event loop, so a worker that dies without an end message surfaces as a
+:class:`WorkerError` instead of a hang. Closing sends STOP, then SIGTERM after
+``timeout`` seconds, then SIGKILL after ``timeout`` more; the socket, the
+context and the temporary directory go with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+
+import zmq
+import zmq.asyncio
+
+from ._exceptions import ConfigError, UnsupportedBackendError, WorkerError
+from ._streamer import Streamer
+from ._zmq_wire import DATA, END, STOP, Decoder, Malformed
+from ._zmq_worker import HWM, worker_main
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    import anyio.abc
+    import numpy as np
+
+__all__ = ["ZMQStreamer"]
+
+T = TypeVar("T")
+
+#: Bytes of samples per message before it is sent.
+DEFAULT_BATCH_BYTES = 1 << 20
+#: Seconds a sample may wait in the worker for others to share its message.
+DEFAULT_BATCH_LATENCY = 0.005
+#: Seconds, at most, to wait for messages still in flight after the worker exited.
+EXIT_GRACE = 0.5
+#: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
+MAX_IPC_PATH = 100
+
+_NEW, _RUNNING, _DONE = "new", "running", "done"
+_counter = itertools.count(1)
+
+
+def _number(value: object, name: str, *, low: float, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+        limit = f"a number >= {low}" + (" or None" if allow_none else "")
+        raise ConfigError(f"{name}={value!r} must be {limit}")
+    return value
+
+
+def _int(value: object, name: str, low: int, high: int | None = None) -> int:
+    index = getattr(value, "__index__", None)
+    if isinstance(value, bool) or index is None:
+        raise ConfigError(f"{name}={value!r} must be an int")
+    number = int(index())
+    if number < low or (high is not None and number > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name}={number} must be {bound}")
+    return number
+
+
+class ZMQStreamer(Streamer[T]):
+    """Run a streamer in a worker process and receive its samples over ZeroMQ.
+
+    Every activation starts a new worker process (``multiprocessing``, with the
+    ``spawn``, ``forkserver`` or ``fork`` start method) that iterates
+    ``streamer`` and sends its samples; the consumer receives them with
+    :mod:`zmq.asyncio`, so ``async for`` on asyncio works directly, a plain
+    ``for`` runs the receiver on a background event loop, and a mux over
+    several ZMQStreamers receives from all of them concurrently on one loop.
+
+    Samples are dicts whose values are numpy arrays (any shape; bool, numeric,
+    datetime, str or bytes dtype; C or Fortran order or not contiguous), numpy
+    scalars, or ``None``, bool, int, float, str and bytes. Arrays arrive equal,
+    in the same memory order, built over the received frames without a copy
+    (so they are read-only unless ``copy=True``); small samples are coalesced
+    several to a message. Nothing from the worker is unpickled.
+
+    Parameters
+    ----------
+    streamer : Streamer
+        The streamer to run in the worker (a ``pescador.Streamer`` works too).
+        With the ``spawn`` and ``forkserver`` start methods it is pickled, so its
+        source must be importable: a generator function defined at module level.
+    min_port, max_port : int
+        The range of TCP ports to try, with ``transport="tcp"``.
+    max_tries : int
+        How many ports to try, with ``transport="tcp"``.
+    copy : bool
+        ``False`` (default): zero-copy, arrays are read-only views of the
+        received messages, and the source must not modify an array after
+        yielding it. ``True``: arrays are copied on both sides and writeable.
+    timeout : float or None
+        Seconds to wait at each step of closing the worker (a polite stop, then
+        SIGTERM, then SIGKILL); ``None`` waits for the polite stop for ever.
+        A worker that dies mid-stream is reported within this time.
+    transport : {"ipc", "tcp"}
+        ``"ipc"`` (default): a Unix socket in a private temporary directory
+        (mode 0700), removed on close. ``"tcp"``: a TCP port on ``host``.
+    host : str
+        The address to bind with ``transport="tcp"``; the loopback address by
+        default. All interfaces (``"*"``, ``"0.0.0.0"``) only when named here.
+    start_method : {"spawn", "forkserver", "fork"} or None
+        How to start the worker; ``None`` is the platform's default.
+    batch_bytes : int
+        Send a message once its samples hold this many bytes; 0 sends each
+        sample in a message of its own.
+    batch_latency : float
+        Seconds a sample may wait in the worker for more samples to share its
+        message.
+
+    Raises
+    ------
+    ConfigError
+        On a bad argument; when iterated, if the streamer cannot be pickled for
+        a ``spawn`` or ``forkserver`` worker.
+    WorkerError
+        When iterated, if the worker dies, sends something malformed, or fails
+        with an exception whose type cannot be rebuilt; its traceback is
+        attached as ``__cause__``. Builtin exceptions and aiostream_mux's own
+        (such as :class:`DataError` for a sample that cannot be sent) are
+        re-raised with their own type.
+    UnsupportedBackendError
+        When iterated with ``async for`` under trio: ZeroMQ needs asyncio (a
+        plain ``for`` works everywhere).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> samples = [{"x": np.full(3, i), "label": i} for i in range(5)]
+    >>> streamer = ZMQStreamer(Streamer(samples))
+    >>> for sample in streamer.iterate(max_iter=2):
+    ...     print(sample["x"], sample["label"])
+    [0 0 0] 0
+    [1 1 1] 1
+
+    The same, from asyncio:
+
+    >>> import asyncio
+    >>> async def main():
+    ...     return [int(s["x"].sum()) async for s in streamer]
+    >>> asyncio.run(main())
+    [0, 3, 6, 9, 12]
+    """
+
+    def __init__(
+        self,
+        streamer: Streamer[T] | Any,
+        min_port: int = 49152,
+        max_port: int = 65535,
+        max_tries: int = 100,
+        copy: bool = False,
+        timeout: float | None = 5,
+        *,
+        transport: Literal["ipc", "tcp"] = "ipc",
+        host: str = "127.0.0.1",
+        start_method: Literal["spawn", "forkserver", "fork"] | None = None,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        batch_latency: float = DEFAULT_BATCH_LATENCY,
+    ) -> None:
+        if not isinstance(streamer, Streamer) and not callable(getattr(streamer, "iterate", None)):
+            streamer = Streamer(streamer)  # raises ConfigError if it is no source
+        self.min_port = _int(min_port, "min_port", 1, 65535)
+        self.max_port = _int(max_port, "max_port", 1, 65535)
+        if self.max_port <= self.min_port:
+            raise ConfigError(f"max_port={max_port} must be greater than min_port={min_port}")
+        self.max_tries = _int(max_tries, "max_tries", 1)
+        self.copy = bool(copy)
+        self.timeout: float | None = _number(timeout, "timeout", low=0, allow_none=True)
+        if transport not in ("ipc", "tcp"):
+            raise ConfigError(f"transport={transport!r} must be 'ipc' or 'tcp'")
+        if transport == "ipc" and not hasattr(zmq, "IPC_PATH_MAX_LEN"):  # pragma: no cover
+            raise ConfigError("transport='ipc' needs ZeroMQ with ipc support; use 'tcp'")
+        self.transport = transport
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"host={host!r} must be a non-empty str")
+        self.host = host
+        methods = multiprocessing.get_all_start_methods()
+        if start_method is not None and start_method not in methods:
+            raise ConfigError(f"start_method={start_method!r} must be None or one of {methods}")
+        self.start_method = start_method
+        self.batch_bytes = _int(batch_bytes, "batch_bytes", 0)
+        self.batch_latency: float = _number(batch_latency, "batch_latency", low=0)
+        self.streamer = streamer
+        self.args = ()
+        self.kwargs = {}
+        self._init_bookkeeping()
+
+    def __repr__(self) -> str:
+        return f"<ZMQStreamer of {self.streamer!r}>"
+
+    def _is_async(self) -> bool:
+        return True
+
+    def _start(
+        self,
+        seed: np.random.SeedSequence | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+        prefer_async: bool = False,
+    ) -> Iterator[T] | AsyncIterator[T]:
+        return _ZMQRun(self, seed)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "ended"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class _ZMQRun(AsyncIterator[T], Generic[T]):
+    """One activation of a ZMQStreamer: its worker, socket and received samples.
+
+    Nothing happens until the first ``__anext__``, which may run on another
+    thread's event loop than the one that created the run.
+    """
+
+    def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
+        self._owner = owner
+        self._seed = seed
+        self._items: deque[Any] = deque()
+        self._state = _NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self._socket: zmq.asyncio.Socket | None = None
+        self._shadow: zmq.Socket[Any] | None = None
+        self._dir: str | None = None
+        self._decoder: Decoder | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._process: BaseProcess | None = None
+        self._start_future: asyncio.Future[None] | None = None
+        self._exit_fd: int | None = None
+        self._owns_exit_fd = False
+        self._exited: asyncio.Future[None] | None = None
+        self._recv_future: asyncio.Future[list[zmq.Frame]] | None = None
+        self._received = 0
+        timeout = owner.timeout
+        self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
+
+    def __repr__(self) -> str:
+        pid = self._process.pid if self._process is not None else None
+        return f"<ZMQStreamer run, {self._state}, worker pid {pid}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, once started."""
+        return self._process.pid if self._process is not None else None
+
+    def __aiter__(self) -> _ZMQRun[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        items = self._items
+        if items:
+            return items.popleft()  # type: ignore[no-any-return]
+        return await self._next_message()
+
+    async def _next_message(self) -> T:
+        if self._state is _DONE:
+            raise StopAsyncIteration
+        try:
+            if self._state is _NEW:
+                await self._launch()
+            decoder = self._decoder
+            assert decoder is not None
+            while True:
+                frames = await self._receive()
+                try:
+                    kind, body = decoder.header(frames)
+                    if kind == DATA:
+                        samples = decoder.data(body, frames)
+                        self._received += len(samples)
+                        self._items.extend(samples)
+                        return self._items.popleft()  # type: ignore[no-any-return]
+                    if kind == END:
+                        count = decoder.end(body)
+                        if count != self._received:
+                            raise Malformed(
+                                f"an end after {count} samples, but {self._received} arrived"
+                            )
+                        break
+                    raise decoder.error(body)
+                except Malformed as exc:
+                    raise WorkerError(
+                        f"unexpected message on the ZMQStreamer socket (worker pid "
+                        f"{self.pid}): {exc}; the stream is closed"
+                    ) from None
+        except asyncio.CancelledError:
+            raise  # the run stays usable; its owner closes it
+        except BaseException:
+            await self._close_after_error()
+            raise
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def _close_after_error(self) -> None:
+        with contextlib.suppress(Exception):  # the original error matters more
+            await self.aclose()
+
+    # -- start
+    async def _launch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UnsupportedBackendError(
+                "ZMQStreamer receives with zmq.asyncio, so 'async for' needs asyncio "
+                "(or uvloop); under trio, iterate it with a plain 'for', which runs it "
+                "on a background asyncio loop"
+            ) from None
+        self._state = _RUNNING
+        self._loop = loop
+        self._exited = loop.create_future()
+        owner = self._owner
+        context = self._context = zmq.asyncio.Context(io_threads=1)
+        socket = self._socket = context.socket(zmq.PAIR)
+        socket.linger = 0
+        socket.rcvhwm = HWM
+        socket.sndhwm = HWM
+        address = self._bind(socket)
+        self._shadow = zmq.Socket.shadow(socket.underlying)
+        token = os.urandom(16)
+        self._decoder = Decoder(token, copy=owner.copy)
+        self._start_future = loop.run_in_executor(None, self._start_process, address, token)
+        await asyncio.shield(self._start_future)
+        self._watch_exit()
+
+    def _bind(self, socket: zmq.asyncio.Socket) -> str:
+        owner = self._owner
+        if owner.transport == "ipc":
+            self._dir = tempfile.mkdtemp(prefix="aiostream_mux-zmq-")  # mode 0700
+            path = os.path.join(self._dir, "socket")
+            if len(path.encode()) > MAX_IPC_PATH:  # pragma: no cover - a long $TMPDIR
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = tempfile.mkdtemp(prefix="amz-", dir="/tmp")
+                path = os.path.join(self._dir, "socket")
+            address = f"ipc://{path}"
+            socket.bind(address)
+            return address
+        host = owner.host
+        if ":" in host:
+            socket.ipv6 = True
+        bracketed = f"[{host}]" if ":" in host else host
+        try:
+            port = socket.bind_to_random_port(
+                f"tcp://{bracketed}", owner.min_port, owner.max_port, owner.max_tries
+            )
+        except zmq.ZMQBindError:
+            raise WorkerError(
+                f"no free TCP port on {host} in [{owner.min_port}, {owner.max_port}] "
+                f"after max_tries={owner.max_tries} tries"
+            ) from None
+        # A wildcard is for binding; the worker connects to this machine's loopback.
+        peer = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(
+            host, host
+        )
+        return f"tcp://[{peer}]:{port}" if ":" in peer else f"tcp://{peer}:{port}"
+
+    def _start_process(self, address: str, token: bytes) -> None:
+        """Pickle the streamer if needed and start the worker (runs in a thread)."""
+        owner = self._owner
+        mp_context = multiprocessing.get_context(owner.start_method)
+        method = mp_context.get_start_method()
+        payload: Any = owner.streamer
+        pickled = method != "fork"
+        if pickled:
+            try:
+                payload = bytes(ForkingPickler.dumps(payload))
+            except Exception as exc:
+                raise ConfigError(
+                    f"ZMQStreamer cannot send {owner.streamer!r} to a worker started with "
+                    f"{method!r}: {type(exc).__name__}: {exc}. With 'spawn' and "
+                    "'forkserver' the streamer is pickled, so its source must be "
+                    "importable: a generator function defined at module level (not a "
+                    "lambda, a closure or a local function), with picklable arguments"
+                    + (" — or use start_method='fork'" if "fork" in _methods() else "")
+                ) from exc
+        process = mp_context.Process(
+            target=worker_main,
+            args=(
+                address,
+                token,
+                payload,
+                pickled,
+                self._seed,
+                os.getpid(),
+                method,
+                owner.copy,
+                owner.batch_bytes,
+                owner.batch_latency,
+            ),
+            name=f"aiostream_mux-zmq-worker-{next(_counter)}",
+            daemon=True,
+        )
+        with self._lock:
+            if self._abandoned:
+                return
+            process.start()
+            self._process = process
+
+    def _watch_exit(self) -> None:
+        """Resolve ``_exited`` when the worker process ends (a reader on the loop)."""
+        process, loop = self._process, self._loop
+        if process is None or loop is None or self._exit_fd is not None:
+            return
+        fd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None and process.pid is not None:
+            try:
+                fd = pidfd_open(process.pid)
+                self._owns_exit_fd = True
+            except OSError:  # pragma: no cover - an old kernel or a sandbox
+                fd = None
+        if fd is None:  # pragma: no cover - no pidfd here
+            fd = process.sentinel
+        self._exit_fd = fd
+        loop.add_reader(fd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        if self._loop is not None and self._exit_fd is not None:
+            self._loop.remove_reader(self._exit_fd)
+        exited = self._exited
+        if exited is not None and not exited.done():
+            exited.set_result(None)
+
+    # -- receive
+    async def _receive(self) -> list[zmq.Frame]:
+        future = self._recv_future
+        if future is None:
+            assert self._shadow is not None
+            assert self._socket is not None
+            try:
+                return self._shadow.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
+            future = self._recv_future = cast(
+                "asyncio.Future[list[zmq.Frame]]", self._socket.recv_multipart(copy=False)
+            )
+        if not future.done():
+            await self._wait_for(future)
+        self._recv_future = None
+        return future.result()
+
+    async def _wait_for(self, future: asyncio.Future[Any]) -> None:
+        exited = self._exited
+        assert exited is not None
+        if not exited.done():
+            await asyncio.wait((future, exited), return_when=asyncio.FIRST_COMPLETED)
+            if future.done():
+                return
+        # The worker is gone; what it sent before may still be on the way.
+        await asyncio.wait((future,), timeout=self._grace)
+        if not future.done():
+            process = self._process
+            code = process.exitcode if process is not None else None
+            raise WorkerError(
+                f"the ZMQStreamer worker (pid {self.pid}) {_describe_exit(code)} before the "
+                f"end of the stream, after {self._received} samples"
+            )
+
+    # -- close
+    async def aclose(self) -> None:
+        """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
+        state, self._state = self._state, _DONE
+        self._items.clear()
+        if state is not _RUNNING:
+            return
+        try:
+            await self._stop_worker()
+        finally:
+            self._release()
+
+    async def _stop_worker(self) -> None:
+        recv = self._recv_future
+        self._recv_future = None
+        if recv is not None and not recv.done():
+            recv.cancel()
+        start = self._start_future
+        if start is not None:
+            await asyncio.wait((start,))
+            if not start.cancelled():
+                start.exception()  # retrieved: a start error was raised by _launch
+        process = self._process
+        if process is None:
+            return
+        self._watch_exit()
+        try:
+            if not await self._wait_exit(0):
+                self._send_stop()
+                timeout = self._owner.timeout
+                if not await self._wait_exit(timeout):
+                    process.terminate()
+                    if not await self._wait_exit(timeout):
+                        process.kill()
+                        await self._wait_exit(None)
+        except BaseException:  # cancelled while waiting: end it now
+            process.kill()
+            raise
+
+    async def _wait_exit(self, seconds: float | None) -> bool:
+        exited = self._exited
+        assert exited is not None
+        if not exited.done() and seconds != 0:
+            await asyncio.wait((exited,), timeout=seconds)
+        return exited.done()
+
+    def _send_stop(self) -> None:
+        shadow = self._shadow
+        if shadow is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                shadow.send(STOP, zmq.NOBLOCK)
+
+    def _release(self) -> None:
+        """Reap the worker and close the socket, the context and the directory (sync)."""
+        with self._lock:
+            self._abandoned = True
+            process = self._process
+        loop, fd = self._loop, self._exit_fd
+        if fd is not None and loop is not None:
+            loop.remove_reader(fd)
+        if process is not None:
+            if process.exitcode is None:
+                process.kill()
+            process.join()
+            process.close()
+        if fd is not None and self._owns_exit_fd:
+            os.close(fd)
+        self._exit_fd = None
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        if self._context is not None:
+            self._context.term()
+        self._socket = self._shadow = self._context = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): end the worker without waiting, best effort.
+        if self._state is not _RUNNING:
+            return
+        self._state = _DONE
+        with contextlib.suppress(Exception):
+            with self._lock:
+                self._abandoned = True
+                process = self._process
+            loop, fd, owned = self._loop, self._exit_fd, self._owns_exit_fd
+            self._exit_fd = None
+            if fd is not None and loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(_forget_reader, loop, fd, owned)
+            elif fd is not None and owned:
+                os.close(fd)
+            if process is not None:
+                _reap_later(process, self._owner.timeout)
+            self._close_sockets()
+
+
+def _forget_reader(loop: asyncio.AbstractEventLoop, fd: int, owned: bool) -> None:
+    loop.remove_reader(fd)
+    if owned:
+        os.close(fd)
+
+
+def _reap_later(process: BaseProcess, timeout: float | None) -> None:
+    """SIGTERM now; SIGKILL after ``timeout`` in a daemon thread, which reaps the process."""
+    if process.exitcode is not None:
+        return
+    process.terminate()
+
+    def reap() -> None:
+        process.join(timeout if timeout is not None else EXIT_GRACE)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+
+    threading.Thread(target=reap, name="aiostream_mux-zmq-reaper", daemon=True).start()
+
+
+def _methods() -> list[str]:
+    return multiprocessing.get_all_start_methods()

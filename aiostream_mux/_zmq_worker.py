@@ -1,0 +1,256 @@
+"""The ZMQStreamer worker: runs a streamer in a child process and sends its samples.
+
+:func:`worker_main` is the target of the ``multiprocessing`` process. It
+connects a PAIR socket to the consumer, iterates the streamer, packs samples
+into messages (several small samples per message, see :class:`Sender`) and
+sends them, then an end or an error message, and waits for the consumer's
+:data:`~._zmq_wire.STOP` before it closes.
+
+It stops early, closing the source so its ``finally:`` runs, when
+
+- the consumer sends STOP (checked whenever a message is sent);
+- it receives SIGTERM (the consumer's second step of closing);
+- the consumer process is gone: a watchdog thread sees the parent's sentinel
+  close or the parent pid change, and sends SIGTERM to its own process, then
+  exits hard if that did not end it.
+
+SIGINT is ignored: on Ctrl-C the consumer decides, and closes the worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import zmq
+
+from ._exceptions import WorkerError
+from ._zmq_wire import STOP, Encoder, encode_end, encode_error
+
+__all__ = ["Sender", "Stopped", "worker_main"]
+
+#: Messages queued per direction before a sender waits.
+HWM = 4
+#: Seconds between two looks at the parent process.
+WATCH_EVERY = 0.25
+#: Seconds the worker has to end after its consumer is gone, before it exits hard.
+ORPHAN_GRACE = 5.0
+
+
+class Stopped(BaseException):
+    """The consumer asked the worker to stop, or it received SIGTERM."""
+
+
+class Sender:
+    """Coalesce samples into messages and send them on ``socket`` (worker side).
+
+    A message is sent when it holds ``batch_bytes`` bytes or more, when its
+    first sample has waited ``batch_latency`` seconds (counting the time the
+    next sample is likely to take, the last gap seen), and for the very first
+    sample of the stream, so the consumer gets it early.
+    """
+
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        token: bytes,
+        *,
+        copy: bool,
+        batch_bytes: int,
+        batch_latency: float,
+    ) -> None:
+        self.socket = socket
+        self.token = token
+        self.copy = copy
+        self.batch_bytes = batch_bytes
+        self.batch_latency = batch_latency
+        self.encoder = Encoder(token)
+        self.sent = 0
+        self.stopped = False
+        self._first = 0.0
+        self._last = time.perf_counter()
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN | zmq.POLLOUT)
+
+    def add(self, sample: object) -> None:
+        """Queue ``sample``, and send the message if it is due."""
+        now = time.perf_counter()
+        gap = now - self._last
+        encoder = self.encoder
+        encoder.add(sample)
+        if encoder.count == 1:
+            self._first = now
+        if (
+            encoder.nbytes >= self.batch_bytes
+            or now - self._first + gap >= self.batch_latency
+            or self.sent == 0
+            or encoder.count >= 4096
+        ):
+            self.flush()
+        self._last = time.perf_counter()
+
+    def flush(self) -> None:
+        """Send the pending samples, if any."""
+        count = self.encoder.count
+        if count:
+            self.send(self.encoder.take())
+            self.sent += count
+
+    def send(self, frames: list[Any]) -> None:
+        """Send one message, waiting while the consumer's queue is full.
+
+        Raises
+        ------
+        Stopped
+            If the consumer asks to stop meanwhile.
+        """
+        socket = self.socket
+        if cast(int, socket.get(zmq.EVENTS)) & zmq.POLLIN:
+            self.check_control()
+        while True:
+            try:
+                socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=self.copy)
+                return
+            except zmq.Again:
+                pass
+            events = dict(self._poller.poll())
+            if events.get(socket, 0) & zmq.POLLIN:
+                self.check_control()
+
+    def check_control(self) -> None:
+        """Read the consumer's messages; raise :class:`Stopped` on STOP."""
+        while True:
+            try:
+                message = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message == STOP:
+                self.stopped = True
+                raise Stopped
+
+    def wait_for_stop(self) -> None:
+        """Block until the consumer sends STOP (after the end or an error)."""
+        while not self.stopped:
+            self._poller.modify(self.socket, zmq.POLLIN)
+            self._poller.poll()
+            try:
+                self.check_control()
+            except Stopped:
+                return
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+    raise Stopped
+
+
+def _watch_parent(consumer_pid: int, start_method: str) -> None:
+    """Watchdog thread: end this process when the consumer process is gone."""
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    expected = os.getppid()  # the forkserver's pid under 'forkserver'
+    if expected != consumer_pid and start_method != "forkserver":
+        expected = -1  # the consumer died before we looked
+    while True:
+        if sentinel is not None:
+            gone = bool(multiprocessing.connection.wait([sentinel], WATCH_EVERY))
+        else:  # pragma: no cover - multiprocessing always gives one
+            time.sleep(WATCH_EVERY)
+            gone = False
+        if gone or os.getppid() != expected:
+            break
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    os._exit(1)
+
+
+def _load(payload: Any, pickled: bool, start_method: str) -> Any:
+    if not pickled:
+        return payload
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:
+        raise WorkerError(
+            f"the ZMQ worker (start method {start_method!r}) could not load the streamer: "
+            f"{type(exc).__name__}: {exc}. The worker imports the source by name: define it "
+            "at module level in an importable module (not in an interactive session)"
+        ) from exc
+
+
+def _items(streamer: Any, seed: Any) -> Iterator[Any]:
+    from ._streamer import Stream, Streamer
+
+    if isinstance(streamer, Streamer):
+        return iter(Stream(streamer, _seed=seed))
+    return iter(streamer.iterate())  # a pescador Streamer
+
+
+def worker_main(
+    address: str,
+    token: bytes,
+    payload: Any,
+    pickled: bool,
+    seed: Any,
+    consumer_pid: int,
+    start_method: str,
+    copy: bool,
+    batch_bytes: int,
+    batch_latency: float,
+) -> None:
+    """Run the streamer and send its samples to the consumer at ``address``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    threading.Thread(
+        target=_watch_parent,
+        args=(consumer_pid, start_method),
+        name="aiostream_mux-watchdog",
+        daemon=True,
+    ).start()
+    context = zmq.Context(io_threads=1)
+    socket = context.socket(zmq.PAIR)
+    try:
+        socket.linger = 0
+        socket.sndhwm = HWM
+        socket.rcvhwm = HWM
+        if address.startswith("tcp://["):
+            socket.ipv6 = True
+        socket.connect(address)
+        sender = Sender(
+            socket, token, copy=copy, batch_bytes=batch_bytes, batch_latency=batch_latency
+        )
+        _run(sender, payload, pickled, seed, start_method)
+    except Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        socket.close(linger=0)
+        context.term()
+
+
+def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: str) -> None:
+    items: Iterator[Any] | None = None
+    try:
+        try:
+            items = _items(_load(payload, pickled, start_method), seed)
+            for sample in items:
+                sender.add(sample)
+            sender.flush()
+            sender.send(encode_end(sender.token, sender.sent))
+        except Exception as exc:
+            # Samples before the failure arrive first (a bad sample is never queued).
+            sender.flush()
+            sender.send(encode_error(sender.token, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+    except Exception as exc:  # the source failed while closing
+        sender.send(encode_error(sender.token, exc))
+    sender.wait_for_stop()
