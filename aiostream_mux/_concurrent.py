@@ -24,15 +24,10 @@ import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
 
+from ._engine import CHECKPOINT_EVERY, Run, _close_run
 from ._exceptions import ConfigError, UnsupportedBackendError
 from ._source import Source, _int_at_least, _name, _open, _short
-from ._streamer import (
-    CHECKPOINT_EVERY,
-    Run,
-    Stream,
-    _close_run,
-    _Derived,
-)
+from ._streamer import Stream, _Derived
 
 __all__ = ["map_concurrent"]
 

@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from ._engine import _close_run
 from ._source import Source, _close_sync, _derive, _name
-from ._streamer import Stream, _close_run
+from ._streamer import Stream
 
 __all__ = ["progress"]
 

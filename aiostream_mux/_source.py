@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import anyio.lowlevel
 import numpy as np
 
+from ._engine import CHECKPOINT_EVERY, Run, _close_run
 from ._exceptions import ConfigError
-from ._streamer import CHECKPOINT_EVERY, Run, Stream, Streamer, _close_run, _run_of, derived_stream
+from ._streamer import Stream, Streamer, _run_of, derived_stream
 
 __all__ = [
     "Source",

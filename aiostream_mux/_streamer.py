@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import sys
 import threading
 import weakref
@@ -17,6 +16,16 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._engine import (
+    CHECKPOINT_EVERY,
+    Run,
+    _async_engine,
+    _close_async_now,
+    _close_run,
+    _empty,
+    _is_async_run,
+    _sync_engine,
+)
 from ._exceptions import ConfigError
 from ._pipeline import StreamerPipeline, StreamPipeline
 
@@ -31,14 +40,10 @@ if TYPE_CHECKING:
 
     P = ParamSpec("P")
 
-__all__ = ["Stream", "Streamer", "streamable"]
+# Run, CHECKPOINT_EVERY and _close_run are re-exported for the modules built on Stream.
+__all__ = ["CHECKPOINT_EVERY", "Run", "Stream", "Streamer", "_close_run", "streamable"]
 
 T = TypeVar("T")
-
-#: A sync source consumed by ``async for`` yields to the event loop this often.
-CHECKPOINT_EVERY = 64
-
-Run = Iterator[T] | AsyncIterator[T]
 
 
 def _check_max_iter(max_iter: int | None, name: str = "max_iter") -> int | None:
@@ -52,10 +57,6 @@ def _check_max_iter(max_iter: int | None, name: str = "max_iter") -> int | None:
     if value < 0:
         raise ConfigError(f"{name}={value} must be None or an int >= 0")
     return value
-
-
-def _is_async_run(run: object) -> bool:
-    return hasattr(run, "__anext__")
 
 
 class Streamer(StreamerPipeline[T], Generic[T]):
@@ -394,156 +395,6 @@ def _run_alive(run: Any) -> bool:
     return frame is not None
 
 
-class _RunHolder:
-    """The run a Stream is currently reading, so ``close()`` can reach it."""
-
-    __slots__ = ("run",)
-
-    def __init__(self) -> None:
-        self.run: Any = None
-
-
-def _sync_runs(streamer: Streamer[T], first: Iterator[T], holder: _RunHolder) -> Iterator[T]:
-    """Yield every item of ``first``, then of fresh runs, until a run yields nothing."""
-    run: Iterator[T] | None = first
-    while run is not None:
-        holder.run = run
-        marker: Any = _EMPTY
-        for marker in run:
-            yield marker
-            yield from run
-        if marker is _EMPTY:
-            return
-        started = streamer._start(None, None, False)
-        if _is_async_run(started):
-            raise ConfigError(f"{streamer!r} switched from a sync to an async source between runs")
-        run = started  # type: ignore[assignment]
-        streamer._track(run)
-
-
-_EMPTY: Any = object()
-
-
-def _sync_engine(
-    streamer: Streamer[T], first: Iterator[T], max_iter: int | None, cycle: bool
-) -> Iterator[T]:
-    """Build the sync iterator of one Stream: the run, limited, cycled, closed at the end."""
-    holder = _RunHolder()
-    holder.run = first
-    items: Iterator[T] = _sync_runs(streamer, first, holder) if cycle else first
-    if max_iter is not None:
-        items = itertools.islice(items, max_iter)
-    try:
-        yield from items
-    finally:
-        close = getattr(holder.run, "close", None)
-        if close is not None:
-            close()
-
-
-async def _from_sync(items: Iterator[T], run: Iterator[T]) -> AsyncIterator[T]:
-    """Serve ``items`` (drawn from ``run``) to ``async for``, yielding to the loop every few."""
-    try:
-        n = 0
-        for item in items:
-            yield item
-            n += 1
-            if n == CHECKPOINT_EVERY:
-                n = 0
-                await anyio.lowlevel.checkpoint()
-    finally:
-        close = getattr(run, "close", None)
-        if close is not None:
-            close()
-
-
-async def _limit(run: AsyncIterator[T], max_iter: int) -> AsyncIterator[T]:
-    """At most ``max_iter`` (> 0) items of an async run; closes the run at the end."""
-    try:
-        async for item in run:
-            yield item
-            max_iter -= 1
-            if not max_iter:
-                return
-    finally:
-        await _close_run(run)
-
-
-async def _async_cycle(
-    streamer: Streamer[T],
-    first: AsyncIterator[T],
-    max_iter: int | None,
-    seed: np.random.SeedSequence | None,
-    task_group: anyio.abc.TaskGroup | None,
-) -> AsyncIterator[T]:
-    """Async runs one after another until ``max_iter`` items, or a run yields nothing."""
-    remaining = max_iter
-    run: AsyncIterator[T] = first
-    while True:
-        got_any = False
-        try:
-            async for item in run:
-                got_any = True
-                yield item
-                if remaining is not None:
-                    remaining -= 1
-                    if not remaining:
-                        return
-        finally:
-            await _close_run(run)
-        if not got_any:
-            return
-        started = streamer._start(seed, task_group, True)
-        if not _is_async_run(started):
-            raise ConfigError(f"{streamer!r} switched from an async to a sync source between runs")
-        run = started  # type: ignore[assignment]
-        streamer._track(run)
-
-
-def _async_engine(
-    streamer: Streamer[T],
-    first: Run[T],
-    max_iter: int | None,
-    cycle: bool,
-    seed: np.random.SeedSequence | None,
-    task_group: anyio.abc.TaskGroup | None,
-) -> AsyncIterator[T]:
-    """Build the async iterator of one Stream: any run, limited, cycled, closed at the end."""
-    if not isinstance(first, AsyncIterator):
-        if cycle:
-            items = _sync_engine(streamer, first, max_iter, cycle)
-            return _from_sync(items, items)
-        if max_iter is not None:
-            return _from_sync(itertools.islice(first, max_iter), first)
-        return _from_sync(first, first)
-    if cycle:
-        return _async_cycle(streamer, first, max_iter, seed, task_group)
-    if max_iter is not None:
-        return _limit(first, max_iter)
-    if inspect.isasyncgen(first):
-        return first  # type: ignore[return-value]  # the fast path: nothing to add per item
-    return _limit_none(first)
-
-
-async def _limit_none(run: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Wrap an async iterator that is not an async generator, to close it at the end."""
-    try:
-        async for item in run:
-            yield item
-    finally:
-        await _close_run(run)
-
-
-async def _close_run(run: object) -> None:
-    aclose = getattr(run, "aclose", None)
-    if aclose is not None:
-        await aclose()
-        return
-    close = getattr(run, "close", None)
-    if close is not None:
-        close()
-
-
 class Stream(StreamPipeline[T], Generic[T]):
     """One activation of a :class:`Streamer`: an iterator for ``for`` and ``async for``.
 
@@ -775,27 +626,6 @@ class Stream(StreamPipeline[T], Generic[T]):
         list
         """
         return [item async for item in self._async_iter()]
-
-
-def _close_async_now(ait: AsyncIterator[Any]) -> None:
-    """Close an async iterator from sync code, when that needs no awaiting."""
-    aclose = getattr(ait, "aclose", None)
-    if aclose is None:
-        return
-    closing = aclose()
-    try:
-        closing.send(None)
-    except StopIteration:
-        return
-    closing.close()
-    raise RuntimeError(
-        "this Stream is consumed with 'async for': close it with 'await stream.aclose()'"
-    )
-
-
-async def _empty() -> AsyncIterator[Any]:
-    return
-    yield  # pragma: no cover
 
 
 class _Streamable(Generic[T]):

@@ -35,6 +35,7 @@ import anyio.to_thread
 import numpy as np
 
 from ._concurrent import map_concurrent
+from ._engine import CHECKPOINT_EVERY, _close_run
 from ._exceptions import ConfigError, DataError, MissingKeyError
 from ._source import (
     Source,
@@ -45,11 +46,7 @@ from ._source import (
     _rng,
     _short,
 )
-from ._streamer import (
-    CHECKPOINT_EVERY,
-    Stream,
-    _close_run,
-)
+from ._streamer import Stream
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

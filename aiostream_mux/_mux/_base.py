@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from .._engine import Run
 from .._exceptions import ConfigError
-from .._streamer import Run, Stream, Streamer, _check_max_iter
+from .._streamer import Stream, Streamer, _check_max_iter
 from ._policy import (
     MuxPolicy,
     Rng,

@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 import numpy as np
 
+from .._engine import Run
 from .._exceptions import ConfigError
-from .._streamer import Run, Streamer
+from .._streamer import Streamer
 from ._base import DEFAULT_PREFETCH, BaseMux, as_streamers, close_run, open_sync
 from ._driver import (
     cancel_slots_now,

@@ -28,8 +28,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._engine import CHECKPOINT_EVERY, _close_run
 from .._exceptions import UnsupportedBackendError
-from .._streamer import CHECKPOINT_EVERY, Streamer, _close_run
+from .._streamer import Streamer
 from ._base import member_seed
 from ._forecast import Forecast, same_activation
 from ._policy import Activation, MuxPolicy
