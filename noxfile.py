@@ -53,3 +53,12 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel, and check them with twine."""
+    session.install("build", "twine")
+    out = session.create_tmp()
+    session.run("python", "-m", "build", "--outdir", out)
+    session.run("twine", "check", "--strict", f"{out}/*")
