@@ -111,7 +111,9 @@ class StreamerDataset(IterableDataset[T]):
         The recipe: a mux, a pipeline over one, or any Streamer. It is pickled
         into the workers under the ``"spawn"`` start method.
     max_iter : int or None
-        Items yielded in all, over all workers; ``None`` for no limit.
+        At most this many items in all, over all workers (worker ``k`` of
+        ``W`` yields at most ``len(range(k, max_iter, W))``); ``None`` for no
+        limit.
     cycle : bool
         Restart each worker's share whenever it ends (then set ``max_iter``,
         or stop the loop yourself).
