@@ -31,6 +31,11 @@ class MemberStatistics:
         Its part of all samples drawn so far (0 before the first sample).
     target : float or None
         The part its weight asks for (``None`` where the mux has no weights).
+        For a ``StochasticMux`` with a ``rate``, as in pescador, members are
+        activated uniformly and each activation gives about ``rate`` samples
+        whatever its weight, which only orders draws within the active set:
+        there the share tends to the activation frequency, not to the target,
+        and :attr:`MuxStatistics.mixture_error` shows by how much.
     """
 
     index: int
