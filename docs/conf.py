@@ -14,6 +14,7 @@ ones instead). ``_ext/aiostream_mux_docs.py`` draws the figures into
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import os
 import sys
 import zlib
@@ -57,6 +58,9 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
+# aiostream_mux.torch needs PyTorch (an optional dependency): document it from a mock
+# when PyTorch is not installed, so the docs build does not need it.
+autodoc_mock_imports = [] if importlib.util.find_spec("torch") else ["torch"]
 
 # -- MyST
 myst_enable_extensions = ["colon_fence", "deflist"]
@@ -85,6 +89,7 @@ INTERSPHINX = {
     "numpy": "https://numpy.org/doc/stable/",
     "anyio": "https://anyio.readthedocs.io/en/stable/",
     "zmq": "https://pyzmq.readthedocs.io/en/latest/",
+    "torch": "https://docs.pytorch.org/docs/stable/",
 }
 
 
