@@ -7,7 +7,10 @@
   number being the sample's position within its activation.
 - ``determinism.png``: one seeded StochasticMux run three ways — sync members,
   async members, async members with random latencies — giving one sequence.
-- ``bench_ratios.png``: the ratios of ``docs/bench_results.json`` as bars.
+- ``bench_ratios.png``: the ratios of ``docs/bench_results.json`` as bars, and
+  ``bench_table.md``, the same as a table.
+
+It also removes the autosummary stubs of the previous build (``docs/generated/``).
 
 A build fails (and says why) if a figure cannot be drawn, for example if the
 three runs of ``determinism.png`` differ.
@@ -19,6 +22,7 @@ import asyncio
 import itertools
 import json
 import random
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -345,7 +349,19 @@ def generate(app: Sphinx) -> None:
     LOG.info("aiostream_mux_docs: figures written to %s", out)
 
 
+def clean_stubs(app: Sphinx, config: Any) -> None:
+    """Remove the autosummary stubs of the last build (``config-inited``).
+
+    autosummary writes ``generated/*.rst`` but never deletes them: the stub of a name
+    that left the API would stay, outside any toctree, and fail a ``-W`` build.
+    """
+    stubs = Path(app.srcdir) / "generated"
+    if stubs.is_dir():
+        shutil.rmtree(stubs)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the figures with Sphinx."""
+    """Register the stub cleaning and the figures with Sphinx."""
+    app.connect("config-inited", clean_stubs)
     app.connect("builder-inited", generate)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
