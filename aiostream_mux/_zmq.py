@@ -21,12 +21,13 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import tempfile
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
@@ -54,6 +55,8 @@ DEFAULT_BATCH_BYTES = 1 << 20
 DEFAULT_BATCH_LATENCY = 0.005
 #: Seconds, at most, to wait for messages still in flight after the worker exited.
 EXIT_GRACE = 0.5
+#: Seconds a cancelled close blocks for a worker ending on SIGTERM, before SIGKILL.
+CANCEL_GRACE = 1.0
 #: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
 MAX_IPC_PATH = 100
 
@@ -94,9 +97,9 @@ class ZMQStreamer(Streamer[T]):
     Samples are dicts whose values are numpy arrays (any shape; bool, numeric,
     datetime, str or bytes dtype; C or Fortran order or not contiguous), numpy
     scalars, or ``None``, bool, int, float, str and bytes. Arrays arrive equal,
-    in the same memory order, built over the received frames without a copy
-    (so they are read-only unless ``copy=True``); small samples are coalesced
-    several to a message. Nothing from the worker is unpickled.
+    in the same memory order, built over the received frames without a copy;
+    small samples are coalesced several to a message. Nothing from the worker
+    is unpickled.
 
     Parameters
     ----------
@@ -109,9 +112,9 @@ class ZMQStreamer(Streamer[T]):
     max_tries : int
         How many ports to try, with ``transport="tcp"``.
     copy : bool
-        ``False`` (default): zero-copy, arrays are read-only views of the
-        received messages, and the source must not modify an array after
-        yielding it. ``True``: arrays are copied on both sides and writeable.
+        ``False`` (default): zero-copy; arrays are views of the received
+        messages, and the source must not modify an array after yielding it.
+        ``True``: arrays are copied on both sides and own their memory.
     timeout : float or None
         Seconds to wait at each step of closing the worker (a polite stop, then
         SIGTERM, then SIGKILL); ``None`` waits for the polite stop for ever.
@@ -167,7 +170,7 @@ class ZMQStreamer(Streamer[T]):
 
     def __init__(
         self,
-        streamer: Streamer[T] | Any,
+        streamer: Streamer[T] | Iterable[T],
         min_port: int = 49152,
         max_port: int = 65535,
         max_tries: int = 100,
@@ -254,10 +257,9 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         self._decoder: Decoder | None = None
         self._lock = threading.Lock()
         self._abandoned = False
-        self._process: BaseProcess | None = None
+        self._child: _Child | None = None
         self._start_future: asyncio.Future[None] | None = None
-        self._exit_fd: int | None = None
-        self._owns_exit_fd = False
+        self._watching = False
         self._exited: asyncio.Future[None] | None = None
         self._recv_future: asyncio.Future[list[zmq.Frame]] | None = None
         self._received = 0
@@ -265,13 +267,12 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
 
     def __repr__(self) -> str:
-        pid = self._process.pid if self._process is not None else None
-        return f"<ZMQStreamer run, {self._state}, worker pid {pid}>"
+        return f"<ZMQStreamer run, {self._state}, worker pid {self.pid}>"
 
     @property
     def pid(self) -> int | None:
         """The worker's process id, once started."""
-        return self._process.pid if self._process is not None else None
+        return self._child.pid if self._child is not None else None
 
     def __aiter__(self) -> _ZMQRun[T]:
         return self
@@ -399,7 +400,11 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
                     "'forkserver' the streamer is pickled, so its source must be "
                     "importable: a generator function defined at module level (not a "
                     "lambda, a closure or a local function), with picklable arguments"
-                    + (" — or use start_method='fork'" if "fork" in _methods() else "")
+                    + (
+                        " — or use start_method='fork'"
+                        if "fork" in multiprocessing.get_all_start_methods()
+                        else ""
+                    )
                 ) from exc
         process = mp_context.Process(
             target=worker_main,
@@ -422,32 +427,16 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
             if self._abandoned:
                 return
             process.start()
-            self._process = process
+            self._child = _Child(process)
 
     def _watch_exit(self) -> None:
         """Resolve ``_exited`` when the worker process ends (a reader on the loop)."""
-        process, loop = self._process, self._loop
-        if process is None or loop is None or self._exit_fd is not None:
+        child, loop, exited = self._child, self._loop, self._exited
+        if child is None or loop is None or exited is None or self._watching:
             return
-        fd: int | None = None
-        pidfd_open = getattr(os, "pidfd_open", None)
-        if pidfd_open is not None and process.pid is not None:
-            try:
-                fd = pidfd_open(process.pid)
-                self._owns_exit_fd = True
-            except OSError:  # pragma: no cover - an old kernel or a sandbox
-                fd = None
-        if fd is None:  # pragma: no cover - no pidfd here
-            fd = process.sentinel
-        self._exit_fd = fd
-        loop.add_reader(fd, self._on_exit)
-
-    def _on_exit(self) -> None:
-        if self._loop is not None and self._exit_fd is not None:
-            self._loop.remove_reader(self._exit_fd)
-        exited = self._exited
-        if exited is not None and not exited.done():
-            exited.set_result(None)
+        # The callback holds no reference to the run, so a dropped run is collected.
+        loop.add_reader(child.fd, _exit_seen, loop, child.fd, exited)
+        self._watching = True
 
     # -- receive
     async def _receive(self) -> list[zmq.Frame]:
@@ -477,8 +466,8 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         # The worker is gone; what it sent before may still be on the way.
         await asyncio.wait((future,), timeout=self._grace)
         if not future.done():
-            process = self._process
-            code = process.exitcode if process is not None else None
+            child = self._child
+            code = child.process.exitcode if child is not None else None
             raise WorkerError(
                 f"the ZMQStreamer worker (pid {self.pid}) {_describe_exit(code)} before the "
                 f"end of the stream, after {self._received} samples"
@@ -503,25 +492,29 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
             recv.cancel()
         start = self._start_future
         if start is not None:
-            await asyncio.wait((start,))
+            if not start.done():
+                await asyncio.wait((start,))
             if not start.cancelled():
                 start.exception()  # retrieved: a start error was raised by _launch
-        process = self._process
-        if process is None:
+        child = self._child
+        if child is None:
             return
         self._watch_exit()
         try:
-            if not await self._wait_exit(0):
+            if not self._exited_now():
                 self._send_stop()
                 timeout = self._owner.timeout
                 if not await self._wait_exit(timeout):
-                    process.terminate()
+                    child.signal(signal.SIGTERM)
                     if not await self._wait_exit(timeout):
-                        process.kill()
+                        child.signal(signal.SIGKILL)
                         await self._wait_exit(None)
-        except BaseException:  # cancelled while waiting: end it now
-            process.kill()
+        except BaseException:  # cancelled while waiting: no more awaiting
+            child.end_now(self._owner.timeout)
             raise
+
+    def _exited_now(self) -> bool:
+        return self._exited is not None and self._exited.done()
 
     async def _wait_exit(self, seconds: float | None) -> bool:
         exited = self._exited
@@ -540,18 +533,13 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         """Reap the worker and close the socket, the context and the directory (sync)."""
         with self._lock:
             self._abandoned = True
-            process = self._process
-        loop, fd = self._loop, self._exit_fd
-        if fd is not None and loop is not None:
-            loop.remove_reader(fd)
-        if process is not None:
-            if process.exitcode is None:
-                process.kill()
-            process.join()
-            process.close()
-        if fd is not None and self._owns_exit_fd:
-            os.close(fd)
-        self._exit_fd = None
+            child = self._child
+        if child is not None:
+            if self._watching and self._loop is not None:
+                self._loop.remove_reader(child.fd)
+                self._watching = False
+            child.end_now(self._owner.timeout)
+            child.reap()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -572,38 +560,83 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         with contextlib.suppress(Exception):
             with self._lock:
                 self._abandoned = True
-                process = self._process
-            loop, fd, owned = self._loop, self._exit_fd, self._owns_exit_fd
-            self._exit_fd = None
-            if fd is not None and loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(_forget_reader, loop, fd, owned)
-            elif fd is not None and owned:
-                os.close(fd)
-            if process is not None:
-                _reap_later(process, self._owner.timeout)
+                child = self._child
+            if child is not None:
+                child.signal(signal.SIGTERM)  # the worker still closes its source
+                loop = self._loop
+                if self._watching and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout)
+                else:
+                    _reap_later(child, self._owner.timeout)
             self._close_sockets()
 
 
-def _forget_reader(loop: asyncio.AbstractEventLoop, fd: int, owned: bool) -> None:
+def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:
     loop.remove_reader(fd)
-    if owned:
-        os.close(fd)
+    if not exited.done():
+        exited.set_result(None)
 
 
-def _reap_later(process: BaseProcess, timeout: float | None) -> None:
-    """SIGTERM now; SIGKILL after ``timeout`` in a daemon thread, which reaps the process."""
-    if process.exitcode is not None:
-        return
-    process.terminate()
+def _forget(loop: asyncio.AbstractEventLoop, child: _Child, timeout: float | None) -> None:
+    loop.remove_reader(child.fd)
+    _reap_later(child, timeout)
+
+
+def _reap_later(child: _Child, timeout: float | None) -> None:
+    """End and reap ``child`` in a daemon thread."""
 
     def reap() -> None:
-        process.join(timeout if timeout is not None else EXIT_GRACE)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
+        child.end_now(timeout)
+        child.reap()
 
     threading.Thread(target=reap, name="aiostream_mux-zmq-reaper", daemon=True).start()
 
 
-def _methods() -> list[str]:
-    return multiprocessing.get_all_start_methods()
+class _Child:
+    """A worker process, signalled and watched through a pidfd where there is one.
+
+    A pidfd names this very process even after its pid is reaped and reused,
+    and several threads may reap children (``multiprocessing`` polls all of them
+    whenever it starts one), so signals go through it.
+    """
+
+    def __init__(self, process: BaseProcess) -> None:
+        self.process = process
+        self.pid = process.pid
+        self._pidfd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None and self.pid is not None:
+            with contextlib.suppress(OSError):  # an old kernel, a sandbox, already reaped
+                self._pidfd = pidfd_open(self.pid)
+        self.fd: int = self._pidfd if self._pidfd is not None else process.sentinel
+
+    def exited(self, timeout: float | None = 0) -> bool:
+        """Whether the process has ended, waiting up to ``timeout`` seconds (``None``: ever)."""
+        return bool(select.select([self.fd], [], [], timeout)[0])
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum``, unless the process is gone."""
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signum)
+        elif self.process.exitcode is None:  # pragma: no cover - no pidfd here
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid or 0, signum)
+
+    def end_now(self, timeout: float | None) -> None:
+        """SIGTERM (the worker still closes its source), a short blocking wait, then SIGKILL."""
+        if self.exited():
+            return
+        self.signal(signal.SIGTERM)
+        if not self.exited(min(CANCEL_GRACE, timeout) if timeout is not None else CANCEL_GRACE):
+            self.signal(signal.SIGKILL)
+            self.exited(None)
+
+    def reap(self) -> None:
+        """Collect the exit status and close the descriptors."""
+        self.process.join()
+        with contextlib.suppress(ValueError):  # another thread is mid-way reaping it
+            self.process.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None

@@ -259,7 +259,12 @@ def encode_error(token: bytes, exc: BaseException) -> list[bytes]:
 
 
 #: The modules whose exception types the consumer rebuilds: by name, never unpickled.
-_REBUILDABLE = {"builtins": builtins, _exceptions.__name__: _exceptions}
+#: (aiostream_mux's public classes say ``__module__ == "aiostream_mux"``.)
+_REBUILDABLE = {
+    "builtins": builtins,
+    _exceptions.__name__: _exceptions,
+    "aiostream_mux": _exceptions,
+}
 
 
 def rebuild_exception(
@@ -273,7 +278,11 @@ def rebuild_exception(
     """
     exc: Exception | None = None
     namespace = _REBUILDABLE.get(module)
-    cls = getattr(namespace, qualname, None) if qualname.isidentifier() else None
+    cls = None
+    if namespace is _exceptions and qualname in _exceptions.__all__:
+        cls = getattr(_exceptions, qualname)
+    elif namespace is builtins and qualname.isidentifier():
+        cls = getattr(builtins, qualname, None)
     if (
         isinstance(cls, type)
         and issubclass(cls, Exception)
@@ -398,7 +407,10 @@ class Decoder:
                     buf = _slice(buffers, n_frames, index, offset, nbytes, count * dtype.itemsize)
                     array = frombuffer(buf, dtype, count)
                     array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
-                    sample[key] = array.copy(order="K") if copy else array
+                    # A small message may sit at any address in ZeroMQ's receive buffer.
+                    if copy or not array.flags.aligned:
+                        array = array.copy(order="K")
+                    sample[key] = array
                 elif code == SCALAR and len(field) == 6:
                     _, _, dtype_name, index, offset, nbytes = field
                     dtype = self._dtype(dtype_name)

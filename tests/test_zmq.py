@@ -1,0 +1,741 @@
+"""ZMQStreamer: worker processes, both protocols, errors, fault injection, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import numpy as np
+import pescador
+import pytest
+import zmq
+
+import aiostream_mux as am
+from aiostream_mux import ConfigError, DataError, Streamer, UnsupportedBackendError, WorkerError
+from aiostream_mux._zmq import ZMQStreamer, _ZMQRun
+from aiostream_mux._zmq_wire import RemoteTraceback
+
+Sample = dict[str, Any]
+METHODS = ["fork", "spawn", "forkserver"]
+
+# -- module-level sources: importable, so they work under spawn and forkserver
+
+
+def counter(n: int, size: int = 4) -> Iterator[Sample]:
+    for i in range(n):
+        yield {"x": np.full(size, i, dtype=np.float32), "i": i, "pid": os.getpid()}
+
+
+async def acounter(n: int) -> AsyncIterator[Sample]:
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield {"i": i, "pid": os.getpid()}
+
+
+def forever(marker: str | None = None) -> Iterator[Sample]:
+    """Endless samples; touches ``marker`` in its ``finally:``."""
+    try:
+        i = 0
+        while True:
+            yield {"i": i, "pid": os.getpid(), "x": np.zeros(16)}
+            i += 1
+    finally:
+        if marker is not None:
+            Path(marker).touch()
+
+
+def failing(n: int) -> Iterator[Sample]:
+    for i in range(n):
+        yield {"i": i}
+    raise ValueError(f"source failed after {n}")
+
+
+class SourceError(Exception):
+    """Not a builtin: comes back as a WorkerError."""
+
+
+def failing_custom() -> Iterator[Sample]:
+    yield {"i": 0}
+    raise SourceError("custom failure")
+
+
+def bad_values(kind: str) -> Iterator[Sample]:
+    yield {"ok": np.arange(3)}
+    if kind == "object":
+        yield {"obj": np.array([None, 1], dtype=object)}
+    else:
+        yield {"lst": [1, 2, 3]}
+
+
+def stubborn(marker: str) -> Iterator[Sample]:
+    """Ignores the polite stop and SIGTERM: only SIGKILL ends it."""
+    yield {"pid": os.getpid()}
+    Path(marker).touch()
+    while True:
+        with contextlib.suppress(BaseException):
+            time.sleep(3600)
+
+
+def waits_for(path: str) -> Iterator[Sample]:
+    """One sample, then a second only once ``path`` exists (the consumer creates it)."""
+    yield {"i": 0, "pid": os.getpid()}
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    yield {"i": 1}
+
+
+def rendezvous(mine: str, other: str) -> Iterator[Sample]:
+    """Yield only once the other worker runs too: proves both run at the same time."""
+    Path(mine).touch()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(other) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for i in range(3):
+        yield {"who": mine, "i": i}
+
+
+def spin(n: int) -> Iterator[Sample]:
+    """CPU-bound samples."""
+    for i in range(n):
+        total = 0
+        for j in range(20_000):
+            total += j * j
+        yield {"i": i, "v": total}
+
+
+# -- helpers
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_gone(pid: int, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def wait_for_file(path: Path, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return path.exists()
+
+
+def socket_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "aiostream_mux-zmq-*")))
+
+
+@pytest.fixture
+def no_leftovers() -> Iterator[None]:
+    """After the test: no socket directory left behind, no worker left running."""
+    import multiprocessing
+
+    before = socket_dirs()
+    yield
+    assert socket_dirs() - before == set()
+    assert [p for p in multiprocessing.active_children() if "zmq" in p.name] == []
+
+
+# -- samples
+
+
+def test_round_trip_sync(no_leftovers: None) -> None:
+    out = list(ZMQStreamer(Streamer(counter, 20)))
+    assert [s["i"] for s in out] == list(range(20))
+    assert out[0]["pid"] != os.getpid()
+    for s in out:
+        np.testing.assert_array_equal(s["x"], np.full(4, s["i"], dtype=np.float32))
+
+
+@pytest.mark.asyncio
+async def test_round_trip_async(no_leftovers: None) -> None:
+    out = [s async for s in ZMQStreamer(Streamer(counter, 20))]
+    assert [s["i"] for s in out] == list(range(20))
+
+
+def test_every_kind_of_value_arrives_equal(no_leftovers: None) -> None:
+    sample: Sample = {
+        "c": np.arange(12, dtype=np.float64).reshape(3, 4),
+        "f": np.asfortranarray(np.arange(24, dtype=np.int32).reshape(2, 3, 4)),
+        "strided": np.arange(50)[::3],
+        "view": np.arange(64, dtype=np.uint8).reshape(8, 8)[::2, 1::3].T,
+        "big": np.arange(300_000, dtype=np.float32).reshape(600, 500, order="F"),
+        "big_strided": np.arange(400_000, dtype=np.int64)[::2],
+        "bool": np.array([True, False]),
+        "str_array": np.array(["ab", "c"]),
+        "when": np.array(["2024-01-01"], dtype="datetime64[D]"),
+        "scalar": np.float32(2.5),
+        "text": "hello",
+        "raw": b"\x00\xff",
+        "n": 42,
+        "none": None,
+    }
+    (got,) = list(ZMQStreamer(Streamer([sample])))
+    assert got.keys() == sample.keys()
+    for key, value in sample.items():
+        if isinstance(value, np.ndarray):
+            assert got[key].dtype == value.dtype
+            np.testing.assert_array_equal(got[key], value)
+            assert got[key].flags.aligned
+            if value.flags.f_contiguous and not value.flags.c_contiguous:
+                assert got[key].flags.f_contiguous
+        else:
+            assert got[key] == value
+            assert type(got[key]) is type(value)
+
+
+def endpoint_of(run: _ZMQRun[Any]) -> str:
+    assert run._socket is not None
+    return cast(bytes, run._socket.last_endpoint).decode()
+
+
+def frame_of(array: np.ndarray[Any, Any]) -> object:
+    """The object at the bottom of an array's chain of bases."""
+    base: Any = array
+    while True:
+        if isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        elif isinstance(base, memoryview):
+            base = base.obj
+        else:
+            return base
+
+
+def test_32_mib_array_is_received_without_a_copy(no_leftovers: None) -> None:
+    big = np.arange(8 << 20, dtype=np.float32)  # 32 MiB
+    (got,) = list(ZMQStreamer(Streamer([{"x": big}])))
+    np.testing.assert_array_equal(got["x"], big)
+    assert isinstance(frame_of(got["x"]), zmq.Frame)  # a view of the received message
+    (copied,) = list(ZMQStreamer(Streamer([{"x": big}]), copy=True))
+    assert copied["x"].flags.owndata
+    np.testing.assert_array_equal(copied["x"], big)
+
+
+@pytest.mark.asyncio
+async def test_small_samples_are_coalesced(no_leftovers: None) -> None:
+    run = ZMQStreamer(Streamer(counter, 2000))._start()
+    assert isinstance(run, _ZMQRun)
+    messages = 0
+    receive = run._receive
+
+    async def counting() -> list[zmq.Frame]:
+        nonlocal messages
+        messages += 1
+        return await receive()
+
+    run._receive = counting  # type: ignore[method-assign]
+    try:
+        items = [s async for s in run]
+    finally:
+        await run.aclose()
+    assert [s["i"] for s in items] == list(range(2000))
+    assert messages < 1000  # many samples per message
+
+
+@pytest.mark.asyncio
+async def test_coalescing_never_holds_a_sample_back(tmp_path: Path, no_leftovers: None) -> None:
+    # The source yields its second sample only after the consumer saw the first.
+    flag = tmp_path / "seen-first"
+    stream = ZMQStreamer(Streamer(waits_for, str(flag))).iterate()
+    async with stream:
+        first = await stream.__anext__()
+        assert first["i"] == 0
+        flag.touch()
+        assert [s["i"] async for s in stream] == [1]
+
+
+def test_pescador_streamer_and_plain_iterables_are_accepted(no_leftovers: None) -> None:
+    assert [s["i"] for s in ZMQStreamer(pescador.Streamer(counter, 3))] == [0, 1, 2]
+    assert [s["i"] for s in ZMQStreamer([{"i": 5}])] == [5]
+
+
+# -- Streamer semantics
+
+
+def test_iterate_cycle_and_max_iter(no_leftovers: None) -> None:
+    z = ZMQStreamer(Streamer(counter, 4))
+    assert [s["i"] for s in z.iterate(max_iter=2)] == [0, 1]
+    assert [s["i"] for s in z.cycle(max_iter=10)] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert [s["i"] for s in z(max_iter=3)] == [0, 1, 2]
+    assert list(z.iterate(max_iter=0)) == []
+
+
+def test_each_activation_starts_a_new_worker(no_leftovers: None) -> None:
+    z = ZMQStreamer(Streamer(counter, 2))
+    pids = {s["pid"] for s in z} | {s["pid"] for s in z}
+    assert len(pids) == 2
+
+
+def test_async_source_in_the_worker(no_leftovers: None) -> None:
+    assert [s["i"] for s in ZMQStreamer(Streamer(acounter, 5))] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_start_methods(method: str, no_leftovers: None) -> None:
+    z = ZMQStreamer(Streamer(counter, 5), start_method=method)  # type: ignore[arg-type]
+    assert [s["i"] for s in z] == [0, 1, 2, 3, 4]
+
+
+def test_fork_takes_a_source_that_does_not_pickle(no_leftovers: None) -> None:
+    items = [{"i": i} for i in range(3)]
+    z = ZMQStreamer(Streamer(lambda: iter(items)), start_method="fork")
+    assert [s["i"] for s in z] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_unpicklable_source_is_a_clear_error(method: str, no_leftovers: None) -> None:
+    def local_source() -> Iterator[Sample]:
+        yield {"i": 0}
+
+    z = ZMQStreamer(Streamer(local_source), start_method=method)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as info:
+        list(z)
+    message = str(info.value)
+    assert repr(method) in message
+    assert "importable" in message
+    assert "local_source" in message
+
+
+def test_source_that_does_not_import_in_the_worker(tmp_path: Path) -> None:
+    # Pickles by reference in the consumer, fails to load in a spawned worker.
+    script = tmp_path / "consumer.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from aiostream_mux import Streamer, WorkerError
+            from aiostream_mux._zmq import ZMQStreamer
+
+            def main_source():
+                yield {"i": 0}
+
+            if __name__ == "__main__":
+                import sys, types
+                sys.modules["__main__"].main_source = main_source
+                fake = types.ModuleType("vanishing")
+                def source():
+                    yield {"i": 0}
+                source.__module__ = "vanishing"
+                source.__qualname__ = "source"
+                fake.source = source
+                sys.modules["vanishing"] = fake
+                try:
+                    list(ZMQStreamer(Streamer(source), start_method="spawn"))
+                except WorkerError as exc:
+                    print("WorkerError:", exc)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=True,
+    )
+    assert "WorkerError: the ZMQ worker (start method 'spawn') could not load" in done.stdout
+    assert "vanishing" in done.stdout
+
+
+# -- errors from the source
+
+
+@pytest.mark.asyncio
+async def test_source_exception_keeps_its_type_and_remote_traceback(no_leftovers: None) -> None:
+    got = []
+    with pytest.raises(ValueError, match="source failed after 3") as info:
+        async for s in ZMQStreamer(Streamer(failing, 3)):
+            got.append(s["i"])
+    assert got == [0, 1, 2]  # every sample before the failure arrives
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in failing" in str(cause)
+    assert 'raise ValueError(f"source failed after {n}")' in str(cause)
+
+
+def test_source_exception_sync(no_leftovers: None) -> None:
+    with pytest.raises(ValueError, match="source failed after 0"):
+        list(ZMQStreamer(Streamer(failing, 0)))
+
+
+def test_custom_exception_becomes_worker_error(no_leftovers: None) -> None:
+    with pytest.raises(WorkerError, match=r"test_zmq.SourceError: custom failure") as info:
+        list(ZMQStreamer(Streamer(failing_custom)))
+    assert "in failing_custom" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [("object", "dtype object"), ("list", "list")])
+def test_unsendable_value_is_a_data_error_in_the_consumer(
+    kind: str, fragment: str, no_leftovers: None
+) -> None:
+    got = []
+    with pytest.raises(DataError) as info:
+        for s in ZMQStreamer(Streamer(bad_values, kind)):
+            got.append(s)
+    assert len(got) == 1
+    assert fragment in str(info.value)
+    assert "sample key" in str(info.value)
+
+
+# -- fault injection
+
+
+@pytest.mark.asyncio
+async def test_worker_killed_mid_stream_is_a_clear_error(no_leftovers: None) -> None:
+    timeout = 5.0
+    stream = ZMQStreamer(Streamer(forever), timeout=timeout).iterate()
+    start = 0.0
+    with pytest.raises(WorkerError, match="was killed by SIGKILL") as info:
+        async with stream:
+            async for s in stream:
+                if not start:
+                    os.kill(s["pid"], signal.SIGKILL)
+                    start = time.monotonic()
+    assert time.monotonic() - start < timeout  # a generous liveness bound
+    assert "before the end of the stream" in str(info.value)
+
+
+def test_worker_killed_sync(no_leftovers: None) -> None:
+    with pytest.raises(WorkerError, match="SIGKILL"):
+        for i, s in enumerate(ZMQStreamer(Streamer(forever))):
+            if i == 0:
+                os.kill(s["pid"], signal.SIGKILL)
+
+
+def rogue_worker(address: str, token: bytes, *args: Any) -> None:
+    """Stands in for worker_main: sends what MALFORMED names (in ``args[0]``)."""
+    import msgpack
+
+    payload = args[0]
+    kind = pickle_free_kind(payload)
+    context = zmq.Context()
+    sock = context.socket(zmq.PAIR)
+    sock.connect(address)
+    if kind == "garbage":
+        sock.send(b"\x00\x01\x02 not msgpack")
+    elif kind == "wrong-token":
+        sock.send(msgpack.packb([1, 1, b"?" * 16, 0]))
+    elif kind == "future-version":
+        sock.send(msgpack.packb([99, 1, token, 0]))
+    elif kind == "bad-offsets":
+        sock.send_multipart(
+            [msgpack.packb([1, 0, token, [[["x", 1, "<f8", [1000], False, 1, 0, 8000]]]]), b"x"]
+        )
+    elif kind == "lost-samples":
+        sock.send(msgpack.packb([1, 1, token, 5]))
+    # Wait for the consumer's STOP, like a real worker.
+    sock.recv()
+    sock.close(linger=0)
+    context.term()
+
+
+def pickle_free_kind(payload: Any) -> str:
+    import pickle
+
+    streamer = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    return str(streamer.streamer[0])
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "wrong-token", "future-version", "bad-offsets", "lost-samples"]
+)
+@pytest.mark.asyncio
+async def test_malformed_message_is_rejected(
+    kind: str, monkeypatch: pytest.MonkeyPatch, no_leftovers: None
+) -> None:
+    monkeypatch.setattr("aiostream_mux._zmq.worker_main", rogue_worker)
+    z = ZMQStreamer(Streamer([kind]), timeout=2)
+    with pytest.raises(WorkerError, match="unexpected message on the ZMQStreamer socket"):
+        async with z.iterate() as stream:
+            async for _ in stream:
+                pass
+
+
+def test_worker_exits_when_its_consumer_is_killed(tmp_path: Path) -> None:
+    for method in ("fork", "spawn", "forkserver"):
+        script = tmp_path / f"consumer_{method}.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from aiostream_mux import Streamer
+                from aiostream_mux._zmq import ZMQStreamer
+                from tests.test_zmq import forever
+
+                if __name__ == "__main__":
+                    for s in ZMQStreamer(Streamer(forever), start_method={method!r}):
+                        print(s["pid"], flush=True)
+                        time.sleep(3600)
+                """
+            )
+        )
+        consumer = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        try:
+            assert consumer.stdout is not None
+            worker = int(consumer.stdout.readline())
+            assert alive(worker)
+            consumer.kill()
+            consumer.wait()
+        finally:
+            consumer.kill()
+            consumer.wait()
+            if consumer.stdout is not None:
+                consumer.stdout.close()
+        assert wait_until_gone(worker), f"worker {worker} outlived its consumer ({method})"
+
+
+# -- closing
+
+
+@pytest.mark.asyncio
+async def test_break_stops_the_worker_and_runs_the_source_finally(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    marker = tmp_path / "finally-ran"
+    stream = ZMQStreamer(Streamer(forever, str(marker))).iterate()
+    async with stream:
+        async for s in stream:
+            pid = s["pid"]
+            break
+    assert not alive(pid)
+    assert marker.exists()  # a polite stop: the source's finally: ran
+
+
+def test_sync_break_stops_the_worker(tmp_path: Path, no_leftovers: None) -> None:
+    marker = tmp_path / "finally-ran"
+    with ZMQStreamer(Streamer(forever, str(marker))).iterate() as stream:
+        for s in stream:
+            pid = s["pid"]
+            break
+    assert not alive(pid)
+    assert marker.exists()
+
+
+@pytest.mark.asyncio
+async def test_cancellation_stops_the_worker(tmp_path: Path, no_leftovers: None) -> None:
+    # The worker is busy in its source (not reading STOP): SIGTERM after timeout.
+    got = asyncio.Event()
+    pids: list[int] = []
+    z = ZMQStreamer(Streamer(waits_for, str(tmp_path / "never")), timeout=0.2)
+
+    async def consume() -> None:
+        async with z.iterate() as stream:
+            async for s in stream:
+                pids.append(s["pid"])
+                got.set()
+
+    task = asyncio.create_task(consume())
+    await got.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not alive(pids[0])
+
+
+@pytest.mark.asyncio
+async def test_staged_close_kills_a_worker_that_ignores_stop_and_sigterm(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    marker = tmp_path / "sleeping"
+    run = ZMQStreamer(Streamer(stubborn, str(marker)), timeout=0.2)._start()
+    assert isinstance(run, _ZMQRun)
+    first = await run.__anext__()
+    assert await asyncio.to_thread(wait_for_file, marker)  # now deaf to STOP and SIGTERM
+    await run.aclose()
+    assert not alive(first["pid"])
+
+
+@pytest.mark.asyncio
+async def test_aclose_before_start_and_twice(no_leftovers: None) -> None:
+    run = ZMQStreamer(Streamer(counter, 3))._start()
+    assert isinstance(run, _ZMQRun)
+    await run.aclose()
+    await run.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await run.__anext__()
+
+
+@pytest.mark.asyncio
+async def test_ipc_directory_is_private_and_removed(no_leftovers: None) -> None:
+    before = socket_dirs()
+    run = ZMQStreamer(Streamer(forever))._start()
+    assert isinstance(run, _ZMQRun)
+    await run.__anext__()
+    (directory,) = socket_dirs() - before
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert run._socket is not None
+    assert endpoint_of(run).startswith(f"ipc://{directory}/")
+    await run.aclose()
+    assert not Path(directory).exists()  # noqa: ASYNC240 - a quick check
+
+
+@pytest.mark.asyncio
+async def test_tcp_binds_the_loopback_by_default(no_leftovers: None) -> None:
+    run = ZMQStreamer(
+        Streamer(counter, 3), transport="tcp", min_port=50000, max_port=60000
+    )._start()
+    assert isinstance(run, _ZMQRun)
+    await run.__anext__()
+    assert run._socket is not None
+    endpoint = endpoint_of(run)
+    assert endpoint.startswith("tcp://127.0.0.1:")
+    assert 50000 <= int(endpoint.rsplit(":", 1)[1]) <= 60000
+    await run.aclose()
+
+
+@pytest.mark.asyncio
+async def test_dropped_run_ends_its_worker(no_leftovers: None) -> None:
+    run = ZMQStreamer(Streamer(forever))._start()
+    assert isinstance(run, _ZMQRun)
+    pid = (await run.__anext__())["pid"]
+    del run
+    await asyncio.sleep(0)  # lets the loop drop the exit watcher
+    assert wait_until_gone(pid)
+
+
+# -- composition and backends
+
+
+def test_mux_runs_workers_at_the_same_time(tmp_path: Path, no_leftovers: None) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    mux = am.RoundRobinMux(
+        [ZMQStreamer(Streamer(rendezvous, a, b)), ZMQStreamer(Streamer(rendezvous, b, a))]
+    )
+    out = [(s["who"], s["i"]) for s in mux]
+    assert out == [(a, 0), (b, 0), (a, 1), (b, 1), (a, 2), (b, 2)]
+
+
+@pytest.mark.asyncio
+async def test_async_mux_over_zmq_streamers(no_leftovers: None) -> None:
+    mux = am.StochasticMux(
+        [ZMQStreamer(Streamer(counter, 10)), ZMQStreamer(Streamer(counter, 10))],
+        n_active=2,
+        rate=None,
+        mode="exhaustive",
+        random_state=0,
+    )
+    out = [s["i"] async for s in mux]
+    assert sorted(out) == sorted(list(range(10)) * 2)
+    assert out == [s["i"] for s in mux]  # the same order, sync and async
+
+
+def test_sync_for_inside_a_running_loop(no_leftovers: None) -> None:
+    async def cell() -> list[int]:
+        asyncio.get_running_loop()
+        return [s["i"] for s in ZMQStreamer(Streamer(counter, 3))]
+
+    assert asyncio.run(cell()) == [0, 1, 2]
+
+
+def test_async_for_under_trio_points_to_plain_for() -> None:
+    async def main() -> None:
+        async for _ in ZMQStreamer(Streamer(counter, 3)):
+            pass
+
+    with pytest.raises(UnsupportedBackendError, match="plain 'for'"):
+        anyio.run(main, backend="trio")
+
+
+def test_sync_for_works_next_to_trio() -> None:
+    async def main() -> list[int]:
+        return [s["i"] for s in ZMQStreamer(Streamer(counter, 3))]
+
+    assert anyio.run(main, backend="trio") == [0, 1, 2]
+
+
+# -- configuration
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"min_port": 0}, "min_port=0"),
+        ({"min_port": 6000, "max_port": 5000}, "max_port=5000"),
+        ({"max_tries": 0}, "max_tries=0"),
+        ({"timeout": -1}, "timeout=-1"),
+        ({"timeout": "5"}, "timeout='5'"),
+        ({"transport": "udp"}, "transport='udp'"),
+        ({"host": ""}, "host=''"),
+        ({"start_method": "thread"}, "start_method='thread'"),
+        ({"batch_bytes": -1}, "batch_bytes=-1"),
+        ({"batch_latency": -0.1}, "batch_latency=-0.1"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        ZMQStreamer(Streamer(counter, 1), **kwargs)
+
+
+def test_non_source_is_rejected() -> None:
+    with pytest.raises(ConfigError):
+        ZMQStreamer(42)  # type: ignore[arg-type]
+
+
+def test_pescador_attributes_and_pickling() -> None:
+    import pickle
+
+    z = ZMQStreamer(Streamer(counter, 2), copy=True, timeout=None)
+    assert (z.min_port, z.max_port, z.max_tries, z.copy, z.timeout) == (
+        49152,
+        65535,
+        100,
+        True,
+        None,
+    )
+    clone = pickle.loads(pickle.dumps(z))
+    assert [s["i"] for s in clone] == [0, 1]
+    assert "ZMQStreamer" in repr(z)
+
+
+def test_docstring_example() -> None:
+    import doctest
+
+    from aiostream_mux import _zmq
+
+    finder = doctest.DocTestFinder()
+    (test,) = finder.find(ZMQStreamer, "ZMQStreamer", module=False)
+    test.globs = {**vars(am), "ZMQStreamer": ZMQStreamer, "_zmq": _zmq}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+def test_no_bind_on_all_interfaces_unless_named() -> None:
+    # The default and the tcp default bind no wildcard; a named one is honoured.
+    assert ZMQStreamer(Streamer(counter, 1)).transport == "ipc"
+    assert ZMQStreamer(Streamer(counter, 1), transport="tcp").host == "127.0.0.1"
+    named = ZMQStreamer(Streamer(counter, 3), transport="tcp", host="0.0.0.0")
+    assert [s["i"] for s in named] == [0, 1, 2]
