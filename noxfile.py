@@ -50,9 +50,17 @@ def bench(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx site warning-free, then run its doctests."""
     session.install(".[docs]")
-    session.run(
-        "sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
-    )
+    for builder in ("html", "doctest"):
+        session.run(
+            "sphinx-build",
+            "-n",
+            "-W",
+            "--keep-going",
+            "-b",
+            builder,
+            "docs",
+            f"docs/_build/{builder}",
+        )
 
 
 @nox.session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,3 +107,16 @@ def test_driver_survives_wrong_forecasts() -> None:
     assert got == list(
         ShuffledMux([Streamer(_slow, k, 3) for k in range(4)], random_state=2)(max_iter=60)
     )
+
+
+def test_a_deep_copied_policy_draws_from_its_own_generator() -> None:
+    """The forecast runs a deep copy ahead: the real policy's sequence must not move."""
+    untouched = _policy(11)
+    untouched.start()
+    expected = [untouched.next_slot() for _ in range(50)]
+    real = _policy(11)
+    real.start()
+    ahead = copy.deepcopy(real)
+    for _ in range(200):
+        ahead.next_slot()
+    assert [real.next_slot() for _ in range(50)] == expected

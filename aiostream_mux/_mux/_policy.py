@@ -31,6 +31,7 @@ activations are spawned from an optional :class:`numpy.random.SeedSequence`
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 import numbers
@@ -323,9 +324,13 @@ def uniform_draw(rng: Rng) -> Callable[[], float]:
     It is the draw ``rng.choice(n, p=...)`` makes: ``random_sample`` for a
     ``RandomState``, ``random`` for a ``Generator``.
     """
+    # functools.partial over the unbound method, not the bound method: with
+    # numpy < 2 the methods of RandomState are builtin methods, which
+    # copy.deepcopy treats as atomic, so a deep copy of a policy (the forecast
+    # runs one ahead) would keep drawing from the real policy's generator.
     if isinstance(rng, np.random.RandomState):
-        return rng.random_sample
-    return rng.random
+        return functools.partial(np.random.RandomState.random_sample, rng)
+    return functools.partial(np.random.Generator.random, rng)
 
 
 def choice_cdf(p: npt.NDArray[Any]) -> list[float]:
