@@ -160,6 +160,7 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         state.pop("_runs_lock", None)
         state.pop("_runs", None)
         state.pop("_counters", None)
+        state.pop("_entered", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -313,6 +314,18 @@ class Streamer(StreamerPipeline[T], Generic[T]):
     def __aiter__(self) -> AsyncIterator[T]:
         return Stream(self).__aiter__()
 
+    # -- pescador's ``with streamer as active:`` (active.stream_ is the iterator)
+    def __enter__(self) -> Stream[T]:
+        stream = Stream(self)
+        entered: list[Stream[Any]] = self.__dict__.setdefault("_entered", [])
+        entered.append(stream)
+        return stream
+
+    def __exit__(self, *exc_info: object) -> None:
+        entered: list[Stream[Any]] = self.__dict__.get("_entered", [])
+        if entered:
+            entered.pop().close()
+
     @asynccontextmanager
     async def open(
         self, *, max_iter: int | None = None, cycle: bool = False
@@ -441,6 +454,11 @@ class Stream(StreamPipeline[T], Generic[T]):
     def is_activated_copy(self) -> bool:
         """``True``: a Stream is an activation (pescador's "activated copy")."""
         return True
+
+    @property
+    def stream_(self) -> Iterator[T]:
+        """The sync iterator of this activation (pescador's ``active.stream_``)."""
+        return self._sync_iter()
 
     def _unstarted(self) -> bool:
         return self._sync is None and self._async is None and not self._closed

@@ -371,3 +371,19 @@ async def test_take_and_to_list() -> None:
 
 def test_stream_type_is_exported() -> None:
     assert isinstance(Streamer(count, 1).iterate(), Stream)
+
+
+def test_pescador_with_block_gives_an_activation() -> None:
+    streamer = Streamer(count, 4)
+    with streamer as active:
+        assert active.is_activated_copy
+        assert streamer.active == 0  # not started yet
+        assert next(active.stream_) == 0
+        assert streamer.active == 1
+        with streamer as other:
+            assert list(other) == [0, 1, 2, 3]
+        assert list(active.stream_) == [1, 2, 3]
+    assert streamer.active == 0
+    theirs = pescador.Streamer(count, 4)
+    with theirs as active_p:
+        assert list(active_p.stream_) == [0, 1, 2, 3]
