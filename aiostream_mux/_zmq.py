@@ -21,11 +21,11 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import select
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from multiprocessing.reduction import ForkingPickler
@@ -37,11 +37,9 @@ import zmq.asyncio
 from ._exceptions import ConfigError, UnsupportedBackendError, WorkerError
 from ._streamer import Streamer
 from ._zmq_wire import DATA, END, STOP, Decoder, Malformed
-from ._zmq_worker import HWM, worker_main
+from ._zmq_worker import HWM, Child, reap_later, worker_main
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
     import anyio.abc
     import numpy as np
 
@@ -55,8 +53,6 @@ DEFAULT_BATCH_BYTES = 1 << 20
 DEFAULT_BATCH_LATENCY = 0.005
 #: Seconds, at most, to wait for messages still in flight after the worker exited.
 EXIT_GRACE = 0.5
-#: Seconds a cancelled close blocks for a worker ending on SIGTERM, before SIGKILL.
-CANCEL_GRACE = 1.0
 #: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
 MAX_IPC_PATH = 100
 
@@ -223,7 +219,9 @@ class ZMQStreamer(Streamer[T]):
         task_group: anyio.abc.TaskGroup | None = None,
         prefer_async: bool = False,
     ) -> Iterator[T] | AsyncIterator[T]:
-        return _ZMQRun(self, seed)
+        if prefer_async:
+            return _ZMQRun(self, seed)
+        return _ZMQSyncRun(self, seed)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -237,12 +235,14 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-class _ZMQRun(AsyncIterator[T], Generic[T]):
-    """One activation of a ZMQStreamer: its worker, socket and received samples.
+class _RunBase(Generic[T]):
+    """What the async and the sync run share: start, decode, release.
 
-    Nothing happens until the first ``__anext__``, which may run on another
-    thread's event loop than the one that created the run.
+    Nothing happens until the first item is asked for; an async run may then be
+    iterated on another thread's event loop than the one that created it.
     """
+
+    _socket: zmq.Socket[Any] | None
 
     def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
         self._owner = owner
@@ -250,18 +250,15 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         self._items: deque[Any] = deque()
         self._state = _NEW
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._context: zmq.asyncio.Context | None = None
-        self._socket: zmq.asyncio.Socket | None = None
+        self._context: zmq.Context[Any] | None = None
+        self._socket = None
         self._shadow: zmq.Socket[Any] | None = None
         self._dir: str | None = None
         self._decoder: Decoder | None = None
         self._lock = threading.Lock()
         self._abandoned = False
-        self._child: _Child | None = None
-        self._start_future: asyncio.Future[None] | None = None
+        self._child: Child | None = None
         self._watching = False
-        self._exited: asyncio.Future[None] | None = None
-        self._recv_future: asyncio.Future[list[zmq.Frame]] | None = None
         self._received = 0
         timeout = owner.timeout
         self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
@@ -274,85 +271,20 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         """The worker's process id, once started."""
         return self._child.pid if self._child is not None else None
 
-    def __aiter__(self) -> _ZMQRun[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        items = self._items
-        if items:
-            return items.popleft()  # type: ignore[no-any-return]
-        return await self._next_message()
-
-    async def _next_message(self) -> T:
-        if self._state is _DONE:
-            raise StopAsyncIteration
-        try:
-            if self._state is _NEW:
-                await self._launch()
-            decoder = self._decoder
-            assert decoder is not None
-            while True:
-                frames = await self._receive()
-                try:
-                    kind, body = decoder.header(frames)
-                    if kind == DATA:
-                        samples = decoder.data(body, frames)
-                        self._received += len(samples)
-                        self._items.extend(samples)
-                        return self._items.popleft()  # type: ignore[no-any-return]
-                    if kind == END:
-                        count = decoder.end(body)
-                        if count != self._received:
-                            raise Malformed(
-                                f"an end after {count} samples, but {self._received} arrived"
-                            )
-                        break
-                    raise decoder.error(body)
-                except Malformed as exc:
-                    raise WorkerError(
-                        f"unexpected message on the ZMQStreamer socket (worker pid "
-                        f"{self.pid}): {exc}; the stream is closed"
-                    ) from None
-        except asyncio.CancelledError:
-            raise  # the run stays usable; its owner closes it
-        except BaseException:
-            await self._close_after_error()
-            raise
-        await self.aclose()
-        raise StopAsyncIteration
-
-    async def _close_after_error(self) -> None:
-        with contextlib.suppress(Exception):  # the original error matters more
-            await self.aclose()
-
     # -- start
-    async def _launch(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise UnsupportedBackendError(
-                "ZMQStreamer receives with zmq.asyncio, so 'async for' needs asyncio "
-                "(or uvloop); under trio, iterate it with a plain 'for', which runs it "
-                "on a background asyncio loop"
-            ) from None
+    def _open(self, context: zmq.Context[Any]) -> str:
+        """Bind a PAIR socket of ``context``; return the address for the worker."""
         self._state = _RUNNING
-        self._loop = loop
-        self._exited = loop.create_future()
-        owner = self._owner
-        context = self._context = zmq.asyncio.Context(io_threads=1)
+        self._context = context
         socket = self._socket = context.socket(zmq.PAIR)
         socket.linger = 0
         socket.rcvhwm = HWM
         socket.sndhwm = HWM
         address = self._bind(socket)
         self._shadow = zmq.Socket.shadow(socket.underlying)
-        token = os.urandom(16)
-        self._decoder = Decoder(token, copy=owner.copy)
-        self._start_future = loop.run_in_executor(None, self._start_process, address, token)
-        await asyncio.shield(self._start_future)
-        self._watch_exit()
+        return address
 
-    def _bind(self, socket: zmq.asyncio.Socket) -> str:
+    def _bind(self, socket: zmq.Socket[Any]) -> str:
         owner = self._owner
         if owner.transport == "ipc":
             self._dir = tempfile.mkdtemp(prefix="aiostream_mux-zmq-")  # mode 0700
@@ -383,9 +315,14 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         )
         return f"tcp://[{peer}]:{port}" if ":" in peer else f"tcp://{peer}:{port}"
 
-    def _start_process(self, address: str, token: bytes) -> None:
-        """Pickle the streamer if needed and start the worker (runs in a thread)."""
+    def _start_method(self) -> str:
+        return multiprocessing.get_context(self._owner.start_method).get_start_method()
+
+    def _start_process(self, address: str) -> None:
+        """Pickle the streamer if needed and start the worker (blocking)."""
         owner = self._owner
+        token = os.urandom(16)
+        self._decoder = Decoder(token, copy=owner.copy)
         mp_context = multiprocessing.get_context(owner.start_method)
         method = mp_context.get_start_method()
         payload: Any = owner.streamer
@@ -427,7 +364,149 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
             if self._abandoned:
                 return
             process.start()
-            self._child = _Child(process)
+            self._child = Child(process)
+
+    # -- receive
+    def _handle(self, frames: list[zmq.Frame]) -> bool:
+        """Take in one message: True for samples (now in ``_items``), False for the end.
+
+        Raises the worker's exception for an error message, and WorkerError for
+        anything malformed.
+        """
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            kind, body = decoder.header(frames)
+            if kind == DATA:
+                samples = decoder.data(body, frames)
+                self._received += len(samples)
+                self._items.extend(samples)
+                return True
+            if kind == END:
+                count = decoder.end(body)
+                if count != self._received:
+                    raise Malformed(f"an end after {count} samples, but {self._received} arrived")
+                return False
+            raise decoder.error(body)
+        except Malformed as exc:
+            raise WorkerError(
+                f"unexpected message on the ZMQStreamer socket (worker pid "
+                f"{self.pid}): {exc}; the stream is closed"
+            ) from None
+
+    def _died(self) -> WorkerError:
+        child = self._child
+        code = child.process.exitcode if child is not None else None
+        return WorkerError(
+            f"the ZMQStreamer worker (pid {self.pid}) {_describe_exit(code)} before the "
+            f"end of the stream, after {self._received} samples"
+        )
+
+    def _send_stop(self) -> None:
+        shadow = self._shadow
+        if shadow is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                shadow.send(STOP, zmq.NOBLOCK)
+
+    # -- close
+    def _release(self) -> None:
+        """Reap the worker and close the socket, the context and the directory (sync)."""
+        with self._lock:
+            self._abandoned = True
+            child = self._child
+        if child is not None:
+            if self._watching and self._loop is not None:
+                self._loop.remove_reader(child.fd)
+                self._watching = False
+            child.end_now(self._owner.timeout)
+            child.reap()
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        if self._context is not None:
+            self._context.term()
+        self._socket = self._shadow = self._context = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __del__(self) -> None:
+        # Dropped without being closed: end the worker without waiting, best effort.
+        if self._state is not _RUNNING:
+            return
+        self._state = _DONE
+        with contextlib.suppress(Exception):
+            with self._lock:
+                self._abandoned = True
+                child = self._child
+            if child is not None:
+                child.signal(signal.SIGTERM)  # the worker still closes its source
+                loop = self._loop
+                if self._watching and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout)
+                else:
+                    reap_later(child, self._owner.timeout)
+            self._close_sockets()
+
+
+class _ZMQRun(_RunBase[T], AsyncIterator[T]):
+    """An activation consumed with ``async for``: receives with zmq.asyncio."""
+
+    def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
+        super().__init__(owner, seed)
+        self._start_future: asyncio.Future[None] | None = None
+        self._exited: asyncio.Future[None] | None = None
+        self._recv_future: asyncio.Future[list[zmq.Frame]] | None = None
+
+    def __aiter__(self) -> _ZMQRun[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        items = self._items
+        if items:
+            return items.popleft()  # type: ignore[no-any-return]
+        return await self._next_message()
+
+    async def _next_message(self) -> T:
+        if self._state is _DONE:
+            raise StopAsyncIteration
+        try:
+            if self._state is _NEW:
+                await self._launch()
+            while True:
+                if not self._handle(await self._receive()):
+                    break
+                if self._items:
+                    return self._items.popleft()  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            raise  # the run stays usable; its owner closes it
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                await self.aclose()
+            raise
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def _launch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UnsupportedBackendError(
+                "ZMQStreamer receives with zmq.asyncio, so 'async for' needs asyncio "
+                "(or uvloop); under trio, iterate it with a plain 'for', which runs it "
+                "on a background asyncio loop"
+            ) from None
+        self._loop = loop
+        self._exited = loop.create_future()
+        address = self._open(zmq.asyncio.Context(io_threads=1))
+        if self._start_method() == "fork":
+            self._start_process(address)  # a fork is quick, and needs no pickling
+        else:  # pickling, and a pipe the child reads once it runs: not on the loop
+            self._start_future = loop.run_in_executor(None, self._start_process, address)
+            await asyncio.shield(self._start_future)
+        self._watch_exit()
 
     def _watch_exit(self) -> None:
         """Resolve ``_exited`` when the worker process ends (a reader on the loop)."""
@@ -438,7 +517,6 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         loop.add_reader(child.fd, _exit_seen, loop, child.fd, exited)
         self._watching = True
 
-    # -- receive
     async def _receive(self) -> list[zmq.Frame]:
         future = self._recv_future
         if future is None:
@@ -466,14 +544,8 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
         # The worker is gone; what it sent before may still be on the way.
         await asyncio.wait((future,), timeout=self._grace)
         if not future.done():
-            child = self._child
-            code = child.process.exitcode if child is not None else None
-            raise WorkerError(
-                f"the ZMQStreamer worker (pid {self.pid}) {_describe_exit(code)} before the "
-                f"end of the stream, after {self._received} samples"
-            )
+            raise self._died()
 
-    # -- close
     async def aclose(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
         state, self._state = self._state, _DONE
@@ -523,52 +595,92 @@ class _ZMQRun(AsyncIterator[T], Generic[T]):
             await asyncio.wait((exited,), timeout=seconds)
         return exited.done()
 
-    def _send_stop(self) -> None:
-        shadow = self._shadow
-        if shadow is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                shadow.send(STOP, zmq.NOBLOCK)
 
-    def _release(self) -> None:
-        """Reap the worker and close the socket, the context and the directory (sync)."""
-        with self._lock:
-            self._abandoned = True
-            child = self._child
+class _ZMQSyncRun(_RunBase[T], Iterator[T]):
+    """An activation consumed with ``for``: blocking receives, no event loop.
+
+    A sync consumer could go through the background-loop bridge, but large
+    arrays then cross threads one by one and queue up there; receiving right
+    here keeps ZeroMQ's bounded queue as the only buffer and saves a thread.
+    """
+
+    def __iter__(self) -> _ZMQSyncRun[T]:
+        return self
+
+    def __next__(self) -> T:
+        items = self._items
+        if items:
+            return items.popleft()  # type: ignore[no-any-return]
+        return self._next_message()
+
+    def _next_message(self) -> T:
+        if self._state is _DONE:
+            raise StopIteration
+        try:
+            if self._state is _NEW:
+                self._start_process(self._open(zmq.Context(io_threads=1)))
+            while True:
+                if not self._handle(self._receive()):
+                    break
+                if self._items:
+                    return self._items.popleft()  # type: ignore[no-any-return]
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                self.close()
+            raise
+        self.close()
+        raise StopIteration
+
+    def _receive(self) -> list[zmq.Frame]:
+        socket, child = self._socket, self._child
+        assert socket is not None
+        try:
+            return socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
         if child is not None:
-            if self._watching and self._loop is not None:
-                self._loop.remove_reader(child.fd)
-                self._watching = False
-            child.end_now(self._owner.timeout)
-            child.reap()
-        self._close_sockets()
+            poller.register(child.fd, zmq.POLLIN)
+        deadline: float | None = None
+        while True:
+            wait_ms = None if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1e3)
+            events = dict(poller.poll(wait_ms))
+            if events.get(socket):
+                try:
+                    return socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:  # pragma: no cover - a spurious wake-up
+                    continue
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._died()
+            if child is None or child.fd in events:
+                # The worker is gone; what it sent before may still be on the way.
+                if child is not None:
+                    poller.unregister(child.fd)
+                deadline = time.monotonic() + self._grace
 
-    def _close_sockets(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
-        if self._context is not None:
-            self._context.term()
-        self._socket = self._shadow = self._context = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __del__(self) -> None:
-        # Dropped without aclose(): end the worker without waiting, best effort.
-        if self._state is not _RUNNING:
+    def close(self) -> None:
+        """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
+        state, self._state = self._state, _DONE
+        self._items.clear()
+        if state is not _RUNNING:
             return
-        self._state = _DONE
-        with contextlib.suppress(Exception):
-            with self._lock:
-                self._abandoned = True
-                child = self._child
-            if child is not None:
-                child.signal(signal.SIGTERM)  # the worker still closes its source
-                loop = self._loop
-                if self._watching and loop is not None and not loop.is_closed():
-                    loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout)
-                else:
-                    _reap_later(child, self._owner.timeout)
-            self._close_sockets()
+        try:
+            child = self._child
+            if child is not None and not child.exited():
+                try:
+                    self._send_stop()
+                    timeout = self._owner.timeout
+                    if not child.exited(timeout):
+                        child.signal(signal.SIGTERM)
+                        if not child.exited(timeout):
+                            child.signal(signal.SIGKILL)
+                            child.exited(None)
+                except BaseException:  # interrupted while waiting
+                    child.end_now(self._owner.timeout)
+                    raise
+        finally:
+            self._release()
 
 
 def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:
@@ -577,66 +689,6 @@ def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[
         exited.set_result(None)
 
 
-def _forget(loop: asyncio.AbstractEventLoop, child: _Child, timeout: float | None) -> None:
+def _forget(loop: asyncio.AbstractEventLoop, child: Child, timeout: float | None) -> None:
     loop.remove_reader(child.fd)
-    _reap_later(child, timeout)
-
-
-def _reap_later(child: _Child, timeout: float | None) -> None:
-    """End and reap ``child`` in a daemon thread."""
-
-    def reap() -> None:
-        child.end_now(timeout)
-        child.reap()
-
-    threading.Thread(target=reap, name="aiostream_mux-zmq-reaper", daemon=True).start()
-
-
-class _Child:
-    """A worker process, signalled and watched through a pidfd where there is one.
-
-    A pidfd names this very process even after its pid is reaped and reused,
-    and several threads may reap children (``multiprocessing`` polls all of them
-    whenever it starts one), so signals go through it.
-    """
-
-    def __init__(self, process: BaseProcess) -> None:
-        self.process = process
-        self.pid = process.pid
-        self._pidfd: int | None = None
-        pidfd_open = getattr(os, "pidfd_open", None)
-        if pidfd_open is not None and self.pid is not None:
-            with contextlib.suppress(OSError):  # an old kernel, a sandbox, already reaped
-                self._pidfd = pidfd_open(self.pid)
-        self.fd: int = self._pidfd if self._pidfd is not None else process.sentinel
-
-    def exited(self, timeout: float | None = 0) -> bool:
-        """Whether the process has ended, waiting up to ``timeout`` seconds (``None``: ever)."""
-        return bool(select.select([self.fd], [], [], timeout)[0])
-
-    def signal(self, signum: int) -> None:
-        """Send ``signum``, unless the process is gone."""
-        if self._pidfd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, signum)
-        elif self.process.exitcode is None:  # pragma: no cover - no pidfd here
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid or 0, signum)
-
-    def end_now(self, timeout: float | None) -> None:
-        """SIGTERM (the worker still closes its source), a short blocking wait, then SIGKILL."""
-        if self.exited():
-            return
-        self.signal(signal.SIGTERM)
-        if not self.exited(min(CANCEL_GRACE, timeout) if timeout is not None else CANCEL_GRACE):
-            self.signal(signal.SIGKILL)
-            self.exited(None)
-
-    def reap(self) -> None:
-        """Collect the exit status and close the descriptors."""
-        self.process.join()
-        with contextlib.suppress(ValueError):  # another thread is mid-way reaping it
-            self.process.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+    reap_later(child, timeout)

@@ -19,27 +19,34 @@ SIGINT is ignored: on Ctrl-C the consumer decides, and closes the worker.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import select
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
 from ._exceptions import WorkerError
 from ._zmq_wire import STOP, Encoder, encode_end, encode_error
 
-__all__ = ["Sender", "Stopped", "worker_main"]
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+__all__ = ["Child", "Sender", "Stopped", "reap_later", "worker_main"]
 
 #: Messages queued per direction before a sender waits.
 HWM = 4
 #: Seconds between two looks at the parent process.
 WATCH_EVERY = 0.25
+#: Seconds a cancelled close blocks for a worker ending on SIGTERM, before SIGKILL.
+CANCEL_GRACE = 1.0
 #: Seconds the worker has to end after its consumer is gone, before it exits hard.
 ORPHAN_GRACE = 5.0
 
@@ -254,3 +261,66 @@ def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: s
     except Exception as exc:  # the source failed while closing
         sender.send(encode_error(sender.token, exc))
     sender.wait_for_stop()
+
+
+# -- the parent's side: a handle on the worker process
+
+
+def reap_later(child: Child, timeout: float | None) -> None:
+    """End and reap ``child`` in a daemon thread."""
+
+    def reap() -> None:
+        child.end_now(timeout)
+        child.reap()
+
+    threading.Thread(target=reap, name="aiostream_mux-zmq-reaper", daemon=True).start()
+
+
+class Child:
+    """A worker process, signalled and watched through a pidfd where there is one.
+
+    A pidfd names this very process even after its pid is reaped and reused,
+    and several threads may reap children (``multiprocessing`` polls all of them
+    whenever it starts one), so signals go through it.
+    """
+
+    def __init__(self, process: BaseProcess) -> None:
+        self.process = process
+        self.pid = process.pid
+        self._pidfd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None and self.pid is not None:
+            with contextlib.suppress(OSError):  # an old kernel, a sandbox, already reaped
+                self._pidfd = pidfd_open(self.pid)
+        self.fd: int = self._pidfd if self._pidfd is not None else process.sentinel
+
+    def exited(self, timeout: float | None = 0) -> bool:
+        """Whether the process has ended, waiting up to ``timeout`` seconds (``None``: ever)."""
+        return bool(select.select([self.fd], [], [], timeout)[0])
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum``, unless the process is gone."""
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signum)
+        elif self.process.exitcode is None:  # pragma: no cover - no pidfd here
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid or 0, signum)
+
+    def end_now(self, timeout: float | None) -> None:
+        """SIGTERM (the worker still closes its source), a short blocking wait, then SIGKILL."""
+        if self.exited():
+            return
+        self.signal(signal.SIGTERM)
+        if not self.exited(min(CANCEL_GRACE, timeout) if timeout is not None else CANCEL_GRACE):
+            self.signal(signal.SIGKILL)
+            self.exited(None)
+
+    def reap(self) -> None:
+        """Collect the exit status and close the descriptors."""
+        self.process.join()
+        with contextlib.suppress(ValueError):  # another thread is mid-way reaping it
+            self.process.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None

@@ -240,7 +240,7 @@ def test_32_mib_array_is_received_without_a_copy(no_leftovers: None) -> None:
 
 @pytest.mark.asyncio
 async def test_small_samples_are_coalesced(no_leftovers: None) -> None:
-    run = ZMQStreamer(Streamer(counter, 2000))._start()
+    run = ZMQStreamer(Streamer(counter, 2000))._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     messages = 0
     receive = run._receive
@@ -570,7 +570,7 @@ async def test_staged_close_kills_a_worker_that_ignores_stop_and_sigterm(
     tmp_path: Path, no_leftovers: None
 ) -> None:
     marker = tmp_path / "sleeping"
-    run = ZMQStreamer(Streamer(stubborn, str(marker)), timeout=0.2)._start()
+    run = ZMQStreamer(Streamer(stubborn, str(marker)), timeout=0.2)._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     first = await run.__anext__()
     assert await asyncio.to_thread(wait_for_file, marker)  # now deaf to STOP and SIGTERM
@@ -580,7 +580,7 @@ async def test_staged_close_kills_a_worker_that_ignores_stop_and_sigterm(
 
 @pytest.mark.asyncio
 async def test_aclose_before_start_and_twice(no_leftovers: None) -> None:
-    run = ZMQStreamer(Streamer(counter, 3))._start()
+    run = ZMQStreamer(Streamer(counter, 3))._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     await run.aclose()
     await run.aclose()
@@ -591,7 +591,7 @@ async def test_aclose_before_start_and_twice(no_leftovers: None) -> None:
 @pytest.mark.asyncio
 async def test_ipc_directory_is_private_and_removed(no_leftovers: None) -> None:
     before = socket_dirs()
-    run = ZMQStreamer(Streamer(forever))._start()
+    run = ZMQStreamer(Streamer(forever))._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     await run.__anext__()
     (directory,) = socket_dirs() - before
@@ -606,7 +606,7 @@ async def test_ipc_directory_is_private_and_removed(no_leftovers: None) -> None:
 async def test_tcp_binds_the_loopback_by_default(no_leftovers: None) -> None:
     run = ZMQStreamer(
         Streamer(counter, 3), transport="tcp", min_port=50000, max_port=60000
-    )._start()
+    )._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     await run.__anext__()
     assert run._socket is not None
@@ -618,7 +618,7 @@ async def test_tcp_binds_the_loopback_by_default(no_leftovers: None) -> None:
 
 @pytest.mark.asyncio
 async def test_dropped_run_ends_its_worker(no_leftovers: None) -> None:
-    run = ZMQStreamer(Streamer(forever))._start()
+    run = ZMQStreamer(Streamer(forever))._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     pid = (await run.__anext__())["pid"]
     del run
