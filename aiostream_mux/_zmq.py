@@ -56,6 +56,9 @@ EXIT_GRACE = 0.5
 #: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
 MAX_IPC_PATH = 100
 
+#: Milliseconds a closed socket keeps trying to deliver STOP.
+STOP_LINGER_MS = 1000
+
 _NEW, _RUNNING, _DONE = "new", "running", "done"
 _counter = itertools.count(1)
 
@@ -422,11 +425,9 @@ class _RunBase(Generic[T]):
             child.reap()
         self._close_sockets()
 
-    def _close_sockets(self) -> None:
+    def _close_sockets(self, linger: int = 0) -> None:
         if self._socket is not None:
-            self._socket.close(linger=0)
-        if self._context is not None:
-            self._context.term()
+            self._socket.close(linger=linger)
         self._socket = self._shadow = self._context = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -500,7 +501,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             ) from None
         self._loop = loop
         self._exited = loop.create_future()
-        address = self._open(zmq.asyncio.Context(io_threads=1))
+        address = self._open(_shared_context(zmq.asyncio.Context))
         if self._start_method() == "fork":
             self._start_process(address)  # a fork is quick, and needs no pickling
         else:  # pickling, and a pipe the child reads once it runs: not on the loop
@@ -575,6 +576,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         try:
             if not self._exited_now():
                 self._send_stop()
+                self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
                 timeout = self._owner.timeout
                 if not await self._wait_exit(timeout):
                     child.signal(signal.SIGTERM)
@@ -618,7 +620,7 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             raise StopIteration
         try:
             if self._state is _NEW:
-                self._start_process(self._open(zmq.Context(io_threads=1)))
+                self._start_process(self._open(_shared_context(zmq.Context)))
             while True:
                 if not self._handle(self._receive()):
                     break
@@ -670,6 +672,7 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             if child is not None and not child.exited():
                 try:
                     self._send_stop()
+                    self._close_sockets(linger=STOP_LINGER_MS)
                     timeout = self._owner.timeout
                     if not child.exited(timeout):
                         child.signal(signal.SIGTERM)
@@ -681,6 +684,24 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
                     raise
         finally:
             self._release()
+
+
+_contexts: dict[type[Any], tuple[int, zmq.Context[Any]]] = {}
+_contexts_lock = threading.Lock()
+
+
+def _shared_context(kind: type[zmq.Context[Any]]) -> zmq.Context[Any]:
+    """One ZeroMQ context of each kind per process, for every run's socket.
+
+    Sockets are per run and closed with it; sharing the context saves starting
+    and joining an I/O thread per activation. A forked child makes its own.
+    """
+    pid = os.getpid()
+    with _contexts_lock:
+        found = _contexts.get(kind)
+        if found is None or found[0] != pid:
+            found = _contexts[kind] = (pid, kind(io_threads=1))
+        return found[1]
 
 
 def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:

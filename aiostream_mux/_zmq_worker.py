@@ -19,6 +19,7 @@ SIGINT is ignored: on Ctrl-C the consumer decides, and closes the worker.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import multiprocessing
 import multiprocessing.connection
@@ -26,8 +27,10 @@ import os
 import pickle
 import select
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -83,8 +86,15 @@ class Sender:
         self.stopped = False
         self._first = 0.0
         self._last = time.perf_counter()
-        self._poller = zmq.Poller()
-        self._poller.register(socket, zmq.POLLIN | zmq.POLLOUT)
+        self._poller: zmq.Poller | None = None
+
+    @property
+    def poller(self) -> zmq.Poller:
+        """A poller on the socket, made on first use (not on the way to the first sample)."""
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            self._poller.register(self.socket, zmq.POLLIN | zmq.POLLOUT)
+        return self._poller
 
     def add(self, sample: object) -> None:
         """Queue ``sample``, and send the message if it is due."""
@@ -127,7 +137,7 @@ class Sender:
                 return
             except zmq.Again:
                 pass
-            events = dict(self._poller.poll())
+            events = dict(self.poller.poll())
             if events.get(socket, 0) & zmq.POLLIN:
                 self.check_control()
 
@@ -145,8 +155,8 @@ class Sender:
     def wait_for_stop(self) -> None:
         """Block until the consumer sends STOP (after the end or an error)."""
         while not self.stopped:
-            self._poller.modify(self.socket, zmq.POLLIN)
-            self._poller.poll()
+            self.poller.modify(self.socket, zmq.POLLIN)
+            self.poller.poll()
             try:
                 self.check_control()
             except Stopped:
@@ -212,14 +222,11 @@ def worker_main(
     batch_latency: float,
 ) -> None:
     """Run the streamer and send its samples to the consumer at ``address``."""
+    code = 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    threading.Thread(
-        target=_watch_parent,
-        args=(consumer_pid, start_method),
-        name="aiostream_mux-watchdog",
-        daemon=True,
-    ).start()
+    # A bare thread (a daemon one): no start-up handshake on the way to the first sample.
+    _thread.start_new_thread(_watch_parent, (consumer_pid, start_method))
     context = zmq.Context(io_threads=1)
     socket = context.socket(zmq.PAIR)
     try:
@@ -235,10 +242,21 @@ def worker_main(
         _run(sender, payload, pickled, seed, start_method)
     except Stopped:
         pass
+    except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
+        traceback.print_exc()
+        code = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         socket.close(linger=0)
+        if start_method == "fork":
+            # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
+            # thread, which holds nothing to deliver (the consumer asked us to stop).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         context.term()
+    if code:
+        sys.exit(code)
 
 
 def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: str) -> None:

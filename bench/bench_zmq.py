@@ -81,7 +81,7 @@ def raw_sender(address: str, n: int, nbytes: int) -> None:
     socket = context.socket(zmq.PUSH)
     socket.connect(address)
     for _ in range(n):
-        socket.send(memoryview(x), copy=False)
+        socket.send(x.data, copy=False)
     socket.close(linger=-1)
     context.term()
 
@@ -104,7 +104,7 @@ async def adrain(ait: Any) -> int:
 
 
 def raw_receive(n: int, nbytes: int, transport: str, first_only: bool = False) -> int:
-    """Start a raw sender process and receive its ``n`` arrays."""
+    """Start a raw sender process and receive its ``n`` arrays (or the first, then stop it)."""
     context = zmq.Context()
     socket = context.socket(zmq.PULL)
     directory = None
@@ -124,6 +124,7 @@ def raw_receive(n: int, nbytes: int, transport: str, first_only: bool = False) -
             np.frombuffer(frame.buffer, dtype=np.float32)
             count += 1
             if first_only:
+                process.terminate()  # a stream stopped mid-way, like the others
                 break
         process.join()
         return count
@@ -200,7 +201,7 @@ def first_item(k: int) -> Workload:
 
     def raw() -> int:
         for _ in range(k):
-            raw_receive(1, nbytes, "ipc", first_only=True)
+            raw_receive(10, nbytes, "ipc", first_only=True)
         return k
 
     def pescador_first() -> int:

@@ -604,9 +604,9 @@ async def test_ipc_directory_is_private_and_removed(no_leftovers: None) -> None:
 
 @pytest.mark.asyncio
 async def test_tcp_binds_the_loopback_by_default(no_leftovers: None) -> None:
-    run = ZMQStreamer(
-        Streamer(counter, 3), transport="tcp", min_port=50000, max_port=60000
-    )._start(prefer_async=True)
+    run = ZMQStreamer(Streamer(counter, 3), transport="tcp", min_port=50000, max_port=60000)._start(
+        prefer_async=True
+    )
     assert isinstance(run, _ZMQRun)
     await run.__anext__()
     assert run._socket is not None
