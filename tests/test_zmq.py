@@ -24,7 +24,7 @@ import zmq
 
 import aiostream_mux as am
 from aiostream_mux import ConfigError, DataError, Streamer, UnsupportedBackendError, WorkerError
-from aiostream_mux._zmq import ZMQStreamer, _ZMQRun
+from aiostream_mux._zmq import ZMQStreamer, _ZMQRun, _ZMQSyncRun
 from aiostream_mux._zmq_wire import RemoteTraceback
 
 Sample = dict[str, Any]
@@ -739,3 +739,49 @@ def test_no_bind_on_all_interfaces_unless_named() -> None:
     assert ZMQStreamer(Streamer(counter, 1), transport="tcp").host == "127.0.0.1"
     named = ZMQStreamer(Streamer(counter, 3), transport="tcp", host="0.0.0.0")
     assert [s["i"] for s in named] == [0, 1, 2]
+
+
+# -- the blocking receiver of plain 'for'
+
+
+def test_sync_for_receives_without_a_bridge_thread(no_leftovers: None) -> None:
+    import threading
+
+    for s in ZMQStreamer(Streamer(counter, 3)):
+        names = [t.name for t in threading.enumerate()]
+        assert not any("portal" in name for name in names), names
+        assert s["i"] in (0, 1, 2)
+
+
+def test_sync_staged_close_kills_a_deaf_worker(tmp_path: Path, no_leftovers: None) -> None:
+    marker = tmp_path / "sleeping"
+    stream = ZMQStreamer(Streamer(stubborn, str(marker)), timeout=0.2).iterate()
+    with stream:
+        pid = next(stream)["pid"]
+        assert wait_for_file(marker)
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "lost-samples"])
+def test_sync_malformed_message_is_rejected(
+    kind: str, monkeypatch: pytest.MonkeyPatch, no_leftovers: None
+) -> None:
+    monkeypatch.setattr("aiostream_mux._zmq.worker_main", rogue_worker)
+    with pytest.raises(WorkerError, match="unexpected message on the ZMQStreamer socket"):
+        list(ZMQStreamer(Streamer([kind]), timeout=2))
+
+
+def test_dropped_sync_run_ends_its_worker(no_leftovers: None) -> None:
+    run = ZMQStreamer(Streamer(forever))._start()
+    assert isinstance(run, _ZMQSyncRun)
+    pid = next(run)["pid"]
+    del run
+    assert wait_until_gone(pid)
+
+
+def test_copy_true_gives_arrays_of_their_own(no_leftovers: None) -> None:
+    out = list(ZMQStreamer(Streamer(counter, 3, 100_000), copy=True))
+    for s in out:
+        assert s["x"].flags.owndata
+        s["x"][0] = -1  # writeable, and independent of the others
+    assert [float(s["x"][1]) for s in out] == [0.0, 1.0, 2.0]
