@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import multiprocessing
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import zmq
@@ -36,8 +33,8 @@ import zmq.asyncio
 
 from ._exceptions import ConfigError, UnsupportedBackendError, WorkerError
 from ._streamer import Streamer
-from ._zmq_wire import DATA, END, STOP, Decoder, Malformed
-from ._zmq_worker import HWM, Child, reap_later, worker_main
+from ._zmq_wire import DATA, END, STOP, Decoder, Malformed, bind
+from ._zmq_worker import HWM, Child, describe_exit, make_process, reap_later
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -53,14 +50,11 @@ DEFAULT_BATCH_BYTES = 1 << 20
 DEFAULT_BATCH_LATENCY = 0.005
 #: Seconds, at most, to wait for messages still in flight after the worker exited.
 EXIT_GRACE = 0.5
-#: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
-MAX_IPC_PATH = 100
 
 #: Milliseconds a closed socket keeps trying to deliver STOP.
 STOP_LINGER_MS = 1000
 
 _NEW, _RUNNING, _DONE = "new", "running", "done"
-_counter = itertools.count(1)
 
 
 def _number(value: object, name: str, *, low: float, allow_none: bool = False) -> Any:
@@ -227,17 +221,6 @@ class ZMQStreamer(Streamer[T]):
         return _ZMQSyncRun(self, seed)
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "ended"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
 class _RunBase(Generic[T]):
     """What the async and the sync run share: start, decode, release.
 
@@ -283,40 +266,12 @@ class _RunBase(Generic[T]):
         socket.linger = 0
         socket.rcvhwm = HWM
         socket.sndhwm = HWM
-        address = self._bind(socket)
+        owner = self._owner
+        address, self._dir = bind(
+            socket, owner.transport, owner.host, owner.min_port, owner.max_port, owner.max_tries
+        )
         self._shadow = zmq.Socket.shadow(socket.underlying)
         return address
-
-    def _bind(self, socket: zmq.Socket[Any]) -> str:
-        owner = self._owner
-        if owner.transport == "ipc":
-            self._dir = tempfile.mkdtemp(prefix="aiostream_mux-zmq-")  # mode 0700
-            path = os.path.join(self._dir, "socket")
-            if len(path.encode()) > MAX_IPC_PATH:  # pragma: no cover - a long $TMPDIR
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = tempfile.mkdtemp(prefix="amz-", dir="/tmp")
-                path = os.path.join(self._dir, "socket")
-            address = f"ipc://{path}"
-            socket.bind(address)
-            return address
-        host = owner.host
-        if ":" in host:
-            socket.ipv6 = True
-        bracketed = f"[{host}]" if ":" in host else host
-        try:
-            port = socket.bind_to_random_port(
-                f"tcp://{bracketed}", owner.min_port, owner.max_port, owner.max_tries
-            )
-        except zmq.ZMQBindError:
-            raise WorkerError(
-                f"no free TCP port on {host} in [{owner.min_port}, {owner.max_port}] "
-                f"after max_tries={owner.max_tries} tries"
-            ) from None
-        # A wildcard is for binding; the worker connects to this machine's loopback.
-        peer = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(
-            host, host
-        )
-        return f"tcp://[{peer}]:{port}" if ":" in peer else f"tcp://{peer}:{port}"
 
     def _start_method(self) -> str:
         return multiprocessing.get_context(self._owner.start_method).get_start_method()
@@ -326,42 +281,15 @@ class _RunBase(Generic[T]):
         owner = self._owner
         token = os.urandom(16)
         self._decoder = Decoder(token, copy=owner.copy)
-        mp_context = multiprocessing.get_context(owner.start_method)
-        method = mp_context.get_start_method()
-        payload: Any = owner.streamer
-        pickled = method != "fork"
-        if pickled:
-            try:
-                payload = bytes(ForkingPickler.dumps(payload))
-            except Exception as exc:
-                raise ConfigError(
-                    f"ZMQStreamer cannot send {owner.streamer!r} to a worker started with "
-                    f"{method!r}: {type(exc).__name__}: {exc}. With 'spawn' and "
-                    "'forkserver' the streamer is pickled, so its source must be "
-                    "importable: a generator function defined at module level (not a "
-                    "lambda, a closure or a local function), with picklable arguments"
-                    + (
-                        " — or use start_method='fork'"
-                        if "fork" in multiprocessing.get_all_start_methods()
-                        else ""
-                    )
-                ) from exc
-        process = mp_context.Process(
-            target=worker_main,
-            args=(
-                address,
-                token,
-                payload,
-                pickled,
-                self._seed,
-                os.getpid(),
-                method,
-                owner.copy,
-                owner.batch_bytes,
-                owner.batch_latency,
-            ),
-            name=f"aiostream_mux-zmq-worker-{next(_counter)}",
-            daemon=True,
+        process = make_process(
+            owner.streamer,
+            owner.start_method,
+            address,
+            token,
+            self._seed,
+            copy=owner.copy,
+            batch_bytes=owner.batch_bytes,
+            batch_latency=owner.batch_latency,
         )
         with self._lock:
             if self._abandoned:
@@ -401,7 +329,7 @@ class _RunBase(Generic[T]):
         child = self._child
         code = child.process.exitcode if child is not None else None
         return WorkerError(
-            f"the ZMQStreamer worker (pid {self.pid}) {_describe_exit(code)} before the "
+            f"the ZMQStreamer worker (pid {self.pid}) {describe_exit(code)} before the "
             f"end of the stream, after {self._received} samples"
         )
 

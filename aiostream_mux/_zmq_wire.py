@@ -31,16 +31,22 @@ from __future__ import annotations
 
 import builtins
 import math
+import os
+import shutil
+import tempfile
 import traceback
 from typing import Any
 
 import msgpack
 import numpy as np
+import zmq
 
 from . import _exceptions
 from ._exceptions import DataError, WorkerError
 
 __all__ = [
+    "MAX_IPC_PATH",
+    "bind",
     "ARRAY",
     "DATA",
     "END",
@@ -81,6 +87,8 @@ DTYPE_KINDS = frozenset("biufcmMSU")
 #: Value types that travel inside the header.
 VALUE_TYPES = (type(None), bool, int, float, str, bytes)
 KEY_TYPES = (str, int, bytes)
+#: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
+MAX_IPC_PATH = 100
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 
@@ -445,3 +453,45 @@ def _slice(
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def bind(
+    socket: zmq.Socket[Any],
+    transport: str,
+    host: str,
+    min_port: int,
+    max_port: int,
+    max_tries: int,
+) -> tuple[str, str | None]:
+    """Bind the consumer's ``socket``; return the address for the worker and the private dir.
+
+    ``ipc``: a socket file in a new temporary directory of mode 0700, which the
+    caller removes. ``tcp``: a random port in ``[min_port, max_port]`` on ``host``;
+    a wildcard host is bound as named, and the worker connects to the loopback.
+    """
+    if transport == "ipc":
+        directory = tempfile.mkdtemp(prefix="aiostream_mux-zmq-")  # mode 0700
+        path = os.path.join(directory, "socket")
+        if len(path.encode()) > MAX_IPC_PATH:  # pragma: no cover - a long $TMPDIR
+            shutil.rmtree(directory, ignore_errors=True)
+            directory = tempfile.mkdtemp(prefix="amz-", dir="/tmp")
+            path = os.path.join(directory, "socket")
+        address = f"ipc://{path}"
+        try:
+            socket.bind(address)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return address, directory
+    if ":" in host:
+        socket.ipv6 = True
+    bracketed = f"[{host}]" if ":" in host else host
+    try:
+        port = socket.bind_to_random_port(f"tcp://{bracketed}", min_port, max_port, max_tries)
+    except zmq.ZMQBindError:
+        raise WorkerError(
+            f"no free TCP port on {host} in [{min_port}, {max_port}] "
+            f"after max_tries={max_tries} tries"
+        ) from None
+    peer = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
+    return (f"tcp://[{peer}]:{port}" if ":" in peer else f"tcp://{peer}:{port}"), None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -32,17 +33,26 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
-from ._exceptions import WorkerError
+from ._exceptions import ConfigError, WorkerError
 from ._zmq_wire import STOP, Encoder, encode_end, encode_error
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-__all__ = ["Child", "Sender", "Stopped", "reap_later", "worker_main"]
+__all__ = [
+    "Child",
+    "Sender",
+    "Stopped",
+    "describe_exit",
+    "make_process",
+    "reap_later",
+    "worker_main",
+]
 
 #: Messages queued per direction before a sender waits.
 HWM = 4
@@ -342,3 +352,66 @@ class Child:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+
+
+def describe_exit(code: int | None) -> str:
+    """Say how a process ended, from its exit code."""
+    if code is None:
+        return "ended"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+_counter = itertools.count(1)
+
+
+def make_process(
+    streamer: Any,
+    start_method: str | None,
+    address: str,
+    token: bytes,
+    seed: Any,
+    *,
+    copy: bool,
+    batch_bytes: int,
+    batch_latency: float,
+) -> BaseProcess:
+    """Build (not start) the worker process; pickle the streamer first unless forking.
+
+    Raises
+    ------
+    ConfigError
+        If the streamer cannot be pickled for a ``spawn`` or ``forkserver`` worker.
+    """
+    context = multiprocessing.get_context(start_method)
+    method = context.get_start_method()
+    payload: Any = streamer
+    pickled = method != "fork"
+    if pickled:
+        try:
+            payload = bytes(ForkingPickler.dumps(streamer))
+        except Exception as exc:
+            fork = " — or use start_method='fork'" if "fork" in _methods() else ""
+            raise ConfigError(
+                f"ZMQStreamer cannot send {streamer!r} to a worker started with "
+                f"{method!r}: {type(exc).__name__}: {exc}. With 'spawn' and "
+                "'forkserver' the streamer is pickled, so its source must be "
+                "importable: a generator function defined at module level (not a "
+                f"lambda, a closure or a local function), with picklable arguments{fork}"
+            ) from exc
+    args = (address, token, payload, pickled, seed, os.getpid(), method, copy)
+    process: BaseProcess = context.Process(  # type: ignore[attr-defined]
+        target=worker_main,
+        args=(*args, batch_bytes, batch_latency),
+        name=f"aiostream_mux-zmq-worker-{next(_counter)}",
+        daemon=True,
+    )
+    return process
+
+
+def _methods() -> list[str]:
+    return multiprocessing.get_all_start_methods()

@@ -470,7 +470,7 @@ def pickle_free_kind(payload: Any) -> str:
 async def test_malformed_message_is_rejected(
     kind: str, monkeypatch: pytest.MonkeyPatch, no_leftovers: None
 ) -> None:
-    monkeypatch.setattr("aiostream_mux._zmq.worker_main", rogue_worker)
+    monkeypatch.setattr("aiostream_mux._zmq_worker.worker_main", rogue_worker)
     z = ZMQStreamer(Streamer([kind]), timeout=2)
     with pytest.raises(WorkerError, match="unexpected message on the ZMQStreamer socket"):
         async with z.iterate() as stream:
@@ -766,7 +766,7 @@ def test_sync_staged_close_kills_a_deaf_worker(tmp_path: Path, no_leftovers: Non
 def test_sync_malformed_message_is_rejected(
     kind: str, monkeypatch: pytest.MonkeyPatch, no_leftovers: None
 ) -> None:
-    monkeypatch.setattr("aiostream_mux._zmq.worker_main", rogue_worker)
+    monkeypatch.setattr("aiostream_mux._zmq_worker.worker_main", rogue_worker)
     with pytest.raises(WorkerError, match="unexpected message on the ZMQStreamer socket"):
         list(ZMQStreamer(Streamer([kind]), timeout=2))
 
