@@ -160,7 +160,9 @@ def no_leftovers() -> Iterator[None]:
     before = socket_dirs()
     yield
     assert socket_dirs() - before == set()
-    assert [p for p in multiprocessing.active_children() if "zmq" in p.name] == []
+    workers = [p for p in multiprocessing.active_children() if "zmq" in p.name]
+    # (A reaper thread may be collecting a dropped run's worker right now.)
+    assert [p for p in workers if p.pid is not None and alive(p.pid)] == []
 
 
 # -- samples
