@@ -27,6 +27,7 @@ from ._streamer import Stream as Stream
 from ._streamer import Streamer as Streamer
 from ._streamer import streamable as streamable
 from ._version import __version__ as __version__
+from ._zmq import ZMQStreamer as ZMQStreamer
 from .maps import buffer_stream as buffer_stream
 from .maps import cache as cache
 from .maps import keras_tuples as keras_tuples
@@ -50,6 +51,7 @@ __all__ = [
     "Streamer",
     "UnsupportedBackendError",
     "WorkerError",
+    "ZMQStreamer",
     "__version__",
     "buffer_stream",
     "cache",

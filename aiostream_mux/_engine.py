@@ -13,6 +13,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import anyio.lowlevel
 
 from ._exceptions import ConfigError
@@ -118,7 +119,8 @@ async def _limit(run: AsyncIterator[T], max_iter: int) -> AsyncIterator[T]:
             if not max_iter:
                 return
     finally:
-        await _close_run(run)
+        with anyio.CancelScope(shield=True):  # a source's cleanup may await
+            await _close_run(run)
 
 
 async def _async_cycle(
@@ -142,7 +144,8 @@ async def _async_cycle(
                     if not remaining:
                         return
         finally:
-            await _close_run(run)
+            with anyio.CancelScope(shield=True):  # a source's cleanup may await
+                await _close_run(run)
         if not got_any:
             return
         started = streamer._start(seed, task_group, True)
@@ -183,7 +186,8 @@ async def _limit_none(run: AsyncIterator[T]) -> AsyncIterator[T]:
         async for item in run:
             yield item
     finally:
-        await _close_run(run)
+        with anyio.CancelScope(shield=True):  # a source's cleanup may await
+            await _close_run(run)
 
 
 async def _close_run(run: object) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import numpy as np
 
 import aiostream_mux as pescador
-from aiostream_mux._zmq import ZMQStreamer  # will be aiostream_mux.ZMQStreamer
 
 
 def augmented(seed: int, n: int) -> Iterator[dict[str, np.ndarray]]:
@@ -31,15 +30,15 @@ def augmented(seed: int, n: int) -> Iterator[dict[str, np.ndarray]]:
 def sync_part() -> None:
     print("== plain for, as with pescador")
     start = time.perf_counter()
-    one = ZMQStreamer(pescador.Streamer(augmented, 0, 200))
+    one = pescador.ZMQStreamer(pescador.Streamer(augmented, 0, 200))
     count = sum(1 for _ in one)
     print(f"one worker: {count} samples in {time.perf_counter() - start:.2f} s")
 
     start = time.perf_counter()
     two = pescador.RoundRobinMux(
         [
-            ZMQStreamer(pescador.Streamer(augmented, 1, 100)),
-            ZMQStreamer(pescador.Streamer(augmented, 2, 100)),
+            pescador.ZMQStreamer(pescador.Streamer(augmented, 1, 100)),
+            pescador.ZMQStreamer(pescador.Streamer(augmented, 2, 100)),
         ]
     )
     labels = [int(sample["label"]) for sample in two]
@@ -49,7 +48,7 @@ def sync_part() -> None:
 
 async def async_part() -> None:
     print("== async for, on the caller's loop")
-    streamer = ZMQStreamer(pescador.Streamer(augmented, 3, 50))
+    streamer = pescador.ZMQStreamer(pescador.Streamer(augmented, 3, 50))
     total = 0.0
     async for sample in streamer.iterate(max_iter=10):
         total += float(sample["image"].mean())
