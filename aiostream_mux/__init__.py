@@ -4,8 +4,6 @@
 Streamer and Stream also works with ``async for``.
 """
 
-from __future__ import annotations
-
 import contextlib
 
 from ._exceptions import AiostreamMuxError as AiostreamMuxError
@@ -23,6 +21,7 @@ from ._mux._stats import MemberStatistics as MemberStatistics
 from ._mux._stats import MuxStatistics as MuxStatistics
 from ._mux._stochastic import StochasticMux as StochasticMux
 from ._progress import progress as progress
+from ._streamer import Opening as Opening
 from ._streamer import Stream as Stream
 from ._streamer import Streamer as Streamer
 from ._streamer import streamable as streamable
@@ -43,6 +42,7 @@ __all__ = [
     "MemberStatistics",
     "MissingKeyError",
     "MuxStatistics",
+    "Opening",
     "PescadorError",
     "RoundRobinMux",
     "ShuffledMux",

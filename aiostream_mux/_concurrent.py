@@ -171,7 +171,7 @@ class _ConcurrentMap(Generic[T, U]):
                 ) from None
         if not self._is_async:
             self._limiter = anyio.CapacityLimiter(self._concurrency)
-        self._run = _open(self._stream, True)
+        self._run = _open(self._stream, True, self._task_group)
 
     def _invoke(self, item: T) -> Callable[[], Awaitable[Any]]:
         fn, limiter = self._fn, self._limiter
@@ -295,7 +295,7 @@ class _MapStreamer(_Derived[U]):
     def __init__(
         self, name: str, make: Callable[[anyio.abc.TaskGroup | None], _ConcurrentMap[Any, U]]
     ) -> None:
-        super().__init__(name, None, lambda: make(None))
+        super().__init__(name, None, make)
         self._make = make
 
     def _start(

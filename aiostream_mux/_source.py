@@ -9,6 +9,7 @@ import reprlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+import anyio.abc
 import anyio.lowlevel
 import numpy as np
 
@@ -76,7 +77,9 @@ def _name(function: str, stream: object, *rest: object) -> str:
     return f"{function}({', '.join(_short(x) for x in (stream, *rest))})"
 
 
-def _open(stream: Source[T], prefer_async: bool) -> Run[T]:
+def _open(
+    stream: Source[T], prefer_async: bool, task_group: anyio.abc.TaskGroup | None = None
+) -> Run[T]:
     """Start one run of ``stream`` in the protocol asked for, when it speaks both.
 
     A Streamer is started directly rather than through a Stream of its own, to
@@ -85,13 +88,15 @@ def _open(stream: Source[T], prefer_async: bool) -> Run[T]:
     inline; for a sync consumer, an async source goes through the portal.
     """
     if isinstance(stream, Streamer):
-        run = stream._start(None, None, prefer_async)
+        run = stream._start(None, task_group, prefer_async)
         stream._track(run)
         if not prefer_async and isinstance(run, AsyncIterator):
             from ._sync import PortalIterator
 
             return PortalIterator(lambda: run)
         return run
+    if isinstance(stream, Stream) and task_group is not None and stream._unstarted():
+        stream._task_group = stream._task_group or task_group
     return _run_of(stream, prefer_async)
 
 
@@ -126,8 +131,8 @@ def _derive(
         assert isinstance(run, Iterator), "a sync run was asked for"
         return sync_body(run)
 
-    def make_async() -> AsyncIterator[U]:
-        run = _open(stream, True)
+    def make_async(task_group: anyio.abc.TaskGroup | None = None) -> AsyncIterator[U]:
+        run = _open(stream, True, task_group)
         if isinstance(run, AsyncIterator):
             return async_body(run)
         return _aiter_sync(sync_body(run), every)

@@ -41,7 +41,15 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
 
 # Run, CHECKPOINT_EVERY and _close_run are re-exported for the modules built on Stream.
-__all__ = ["CHECKPOINT_EVERY", "Run", "Stream", "Streamer", "_close_run", "streamable"]
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "Opening",
+    "Run",
+    "Stream",
+    "Streamer",
+    "_close_run",
+    "streamable",
+]
 
 T = TypeVar("T")
 
@@ -326,14 +334,15 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         if entered:
             entered.pop().close()
 
-    @asynccontextmanager
-    async def open(
-        self, *, max_iter: int | None = None, cycle: bool = False
-    ) -> AsyncIterator[Stream[T]]:
-        """Activate the source inside a structured block; works on every anyio backend.
+    def open(self, *, max_iter: int | None = None, cycle: bool = False) -> Opening[T]:
+        """Activate the source inside a block that closes it; ``async with`` or ``with``.
 
-        Everything the activation starts (tasks, for muxes) lives in a task
-        group owned by the block, and is closed when the block exits.
+        ``async with streamer.open() as stream:`` is the structured form, on
+        every anyio backend (asyncio, uvloop, trio): everything the activation
+        starts — the producer tasks of muxes, the calls of concurrent maps, in
+        every stage of a recipe — lives in a task group owned by the block, and
+        is closed when the block exits. ``with streamer.open() as stream:`` is
+        its sync twin: the Stream is closed when the block exits.
 
         Parameters
         ----------
@@ -342,9 +351,10 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         cycle : bool
             Restart the source whenever it ends.
 
-        Yields
-        ------
-        Stream
+        Returns
+        -------
+        Opening
+            A context manager, sync and async, giving the :class:`Stream`.
 
         Examples
         --------
@@ -354,21 +364,11 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         ...         return [x async for x in stream]
         >>> anyio.run(main)
         [0, 1, 2]
+        >>> with Streamer(range(5)).open(max_iter=2) as stream:
+        ...     print(list(stream))
+        [0, 1]
         """
-        try:
-            async with anyio.create_task_group() as tg:
-                stream = Stream(self, max_iter=max_iter, cycle=bool(cycle), _task_group=tg)
-                try:
-                    yield stream
-                finally:
-                    await stream.aclose()
-                    tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            sole = sole_exception(group)
-            if sole is group:
-                raise
-            # One failure is re-raised bare, with its own type and traceback.
-            raise sole from sole.__cause__
+        return Opening(self, _check_max_iter(max_iter), bool(cycle))
 
     async def take(self, n: int) -> list[T]:
         """Activate the source, return its first ``n`` items, and close it.
@@ -386,6 +386,65 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         """
         async with self.open(max_iter=_check_max_iter(n, "n")) as stream:
             return await stream.to_list()
+
+
+class Opening(Generic[T]):
+    """What :meth:`Streamer.open` returns: a block, ``async with`` or ``with``, giving a Stream."""
+
+    def __init__(self, streamer: Streamer[T], max_iter: int | None, cycle: bool) -> None:
+        self._streamer = streamer
+        self._max_iter = max_iter
+        self._cycle = cycle
+        self._async: Any = None
+        self._sync: Stream[T] | None = None
+
+    async def __aenter__(self) -> Stream[T]:
+        self._async = _open_block(self._streamer, self._max_iter, self._cycle)
+        return await self._async.__aenter__()  # type: ignore[no-any-return]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        block, self._async = self._async, None
+        return await block.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> Stream[T]:
+        self._sync = Stream(self._streamer, max_iter=self._max_iter, cycle=self._cycle)
+        return self._sync
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stream, self._sync = self._sync, None
+        if stream is not None:
+            stream.close()
+
+
+@asynccontextmanager
+async def _open_block(
+    streamer: Streamer[T], max_iter: int | None, cycle: bool
+) -> AsyncIterator[Stream[T]]:
+    """Run one Stream inside a task group: the structured block of :meth:`Streamer.open`."""
+    try:
+        async with anyio.create_task_group() as tg:
+            stream = Stream(streamer, max_iter=max_iter, cycle=cycle, _task_group=tg)
+            try:
+                yield stream
+            finally:
+                await stream.aclose()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        sole = sole_exception(group)
+        if sole is group:
+            raise
+        # One failure is re-raised bare, with its own type and traceback.
+        raise sole from sole.__cause__
 
 
 def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -707,7 +766,7 @@ class _Derived(Streamer[T]):
         self,
         name: str,
         make_sync: Callable[[], Iterator[T]] | None,
-        make_async: Callable[[], AsyncIterator[T]] | None,
+        make_async: Callable[[anyio.abc.TaskGroup | None], AsyncIterator[T]] | None,
     ) -> None:
         if make_sync is None and make_async is None:  # pragma: no cover - internal misuse
             raise ValueError("need at least one factory")
@@ -731,7 +790,7 @@ class _Derived(Streamer[T]):
         prefer_async: bool = False,
     ) -> Run[T]:
         if self._make_async is not None and (prefer_async or self._make_sync is None):
-            return self._make_async()
+            return self._make_async(task_group)
         assert self._make_sync is not None
         return self._make_sync()
 
@@ -739,11 +798,13 @@ class _Derived(Streamer[T]):
 def derived_stream(
     name: str,
     make_sync: Callable[[], Iterator[T]] | None,
-    make_async: Callable[[], AsyncIterator[T]] | None,
+    make_async: Callable[[anyio.abc.TaskGroup | None], AsyncIterator[T]] | None,
 ) -> Stream[T]:
-    """Return a Stream that runs ``make_sync()`` for ``for`` and ``make_async()`` for ``async for``.
+    """Return a Stream running ``make_sync()`` for ``for``, ``make_async(tg)`` for ``async for``.
 
     The building block of maps: a map over an upstream that speaks both
     protocols gives both factories, so it never crosses threads needlessly.
+    ``tg`` is the task group of the ``open()`` block the map runs in (or
+    ``None``): hand it on to the upstream, so every stage runs in the block.
     """
     return Stream(_Derived(name, make_sync, make_async))

@@ -1051,3 +1051,30 @@ async def test_stream_methods_and_recipe_in_open_block() -> None:
     recipe = am.Streamer(range(6)).map(_double_later, concurrency=3)
     async with recipe.open() as mapped:
         assert [x async for x in mapped] == [0, 2, 4, 6, 8, 10]
+
+
+async def _same_later(sample: dict[str, Any]) -> dict[str, Any]:
+    await anyio.lowlevel.checkpoint()
+    return sample
+
+
+async def _shard_later(k: int) -> AsyncIterator[dict[str, Any]]:
+    for i in range(40):
+        await anyio.lowlevel.checkpoint()
+        yield {"X": np.full(2, k), "y": i}
+
+
+@pytest.mark.anyio
+async def test_every_stage_of_a_recipe_runs_in_the_open_block() -> None:
+    """On trio too: the mux's producers and the map's calls use the block's task group."""
+    mux = am.StochasticMux([am.Streamer(_shard_later, k) for k in range(4)], 2, 4, random_state=0)
+    recipes: list[Any] = [
+        mux.buffer(4),
+        mux.buffer(4).tuples("X", "y"),
+        mux.map(_same_later, concurrency=4),
+        mux.map(_same_later, concurrency=2).buffer(4).tuples("X", "y"),
+        am.Streamer(buffer_stream, mux.map(_same_later), 4),
+    ]
+    for recipe in recipes:
+        async with recipe.open(max_iter=5) as stream:
+            assert len([x async for x in stream]) == 5

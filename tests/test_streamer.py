@@ -387,3 +387,12 @@ def test_pescador_with_block_gives_an_activation() -> None:
     theirs = pescador.Streamer(count, 4)
     with theirs as active_p:
         assert list(active_p.stream_) == [0, 1, 2, 3]
+
+
+def test_open_also_works_with_a_plain_with(lifecycle: Lifecycle) -> None:
+    with Streamer(lifecycle.async_source, 100).open(max_iter=50) as stream:
+        assert next(stream) == 0
+        assert len(list(stream)) == 49
+    with Streamer(lifecycle.sync_source, 100).open() as stream:
+        assert next(stream) == 0
+    assert lifecycle.open == 0

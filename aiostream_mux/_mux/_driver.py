@@ -209,9 +209,10 @@ def check_can_spawn(task_group: anyio.abc.TaskGroup | None) -> None:
             asyncio.get_running_loop()
         except RuntimeError:
             raise UnsupportedBackendError(
-                "a mux over async streams runs a task per stream; outside asyncio, "
-                "use the structured form: 'async with mux.open() as stream: "
-                "async for x in stream'"
+                "a mux over async streams runs a task per stream, which outside asyncio "
+                "(trio) needs a task group: iterate it inside 'async with "
+                "recipe.open() as stream:', where recipe is the mux or a Streamer "
+                "built on it (mux.map(...).buffer(...), Streamer(buffer_stream, mux, n))"
             ) from None
 
 
