@@ -419,6 +419,11 @@ def map_concurrent(
     limit = _int_at_least("concurrency", concurrency, 1)
     if not callable(fn):
         raise ConfigError(f"fn={fn!r} is not callable")
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise ConfigError(
+            f"fn={fn!r} is a generator function: map_concurrent needs a function that "
+            "returns one result per item (async def ... return, or a plain def)"
+        )
     if not isinstance(stream, (Iterable, AsyncIterable)):
         raise ConfigError(f"stream={_short(stream)} is neither iterable nor async iterable")
     is_async = _is_async_callable(fn)

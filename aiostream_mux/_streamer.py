@@ -138,6 +138,13 @@ class Streamer(StreamerPipeline[T], Generic[T]):
                 "iterable, an async iterable, or a (sync or async) generator function "
                 "— use 'yield' in it to make it an async generator"
             )
+        if inspect.iscoroutine(streamer):
+            streamer.close()  # never awaited, and never will be: no warning
+            raise ConfigError(
+                f"streamer={streamer!r} is a coroutine; a source must be an iterable, an "
+                "async iterable, or a (sync or async) generator function — pass the "
+                "function itself, and use 'yield' in it to make it an async generator"
+            )
         is_streamer = isinstance(streamer, Streamer)
         if not is_streamer and not callable(streamer):
             if not isinstance(streamer, (Iterable, AsyncIterable)):
@@ -154,6 +161,9 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         self.streamer = streamer
         self.args = args
         self.kwargs = kwargs
+        # An iterator (a generator object, a Stream) can be read only once.
+        self._one_shot = not is_streamer and isinstance(streamer, (Iterator, AsyncIterator))
+        self._started_once = False
         self._init_bookkeeping()
 
     def _init_bookkeeping(self) -> None:
@@ -197,6 +207,14 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         source = self.streamer
         if isinstance(source, Streamer):
             return source._start(seed, task_group, prefer_async)
+        if getattr(self, "_one_shot", False):
+            if self._started_once:
+                raise ConfigError(
+                    f"streamer={source!r} is an iterator, which can be read only once, "
+                    "and this Streamer was already activated; to restart it, give the "
+                    "generator function and its arguments: Streamer(function, *args)"
+                )
+            self._started_once = True
         if callable(source):
             target = getattr(source, "__wrapped_generator__", source)
             source = target(*self.args, **self.kwargs)

@@ -330,6 +330,12 @@ def tuples(stream: Source[Mapping[K, V]], *keys: K) -> Stream[tuple[V, ...]]:
     """
     if not keys:
         raise ConfigError("tuples needs at least one key, got none")
+    for key in keys:
+        if not isinstance(key, Hashable):
+            raise ConfigError(
+                f"tuples: key {key!r} is not hashable; give the keys as separate "
+                f"arguments: tuples(stream, *{key!r})"
+            )
     return _per_item(_name("tuples", stream, *keys), stream, _picker("tuples", keys))
 
 

@@ -31,6 +31,10 @@ from .conftest import Lifecycle
 # -- module-level sources (picklable)
 
 
+async def count_coroutine() -> int:
+    return 1
+
+
 def letters(label: str, n: int) -> Iterator[str]:
     for i in range(n):
         yield f"{label}{i}"
@@ -254,7 +258,9 @@ def good_members() -> list[Any]:
         (lambda: StochasticMux(good_members(), 1, 2, dist="zipf"), "zipf"),  # type: ignore[arg-type]
         (lambda: StochasticMux(good_members(), 9, 2, mode="exhaustive"), "n_active=9"),
         (lambda: StochasticMux(good_members(), 1, 2, random_state="x"), "random_state"),  # type: ignore[arg-type]
-        (lambda: StochasticMux(good_members(), 1, 2, prefetch=0), "prefetch=0"),
+        (lambda: StochasticMux(good_members(), 1, 2, prefetch=0), "prefetch=0 must be an int >= 1"),
+        (lambda: ShuffledMux(good_members(), prefetch=-1), "prefetch=-1 must be an int >= 1"),
+        (lambda: ShuffledMux([count_coroutine]), "coroutine function"),  # type: ignore[arg-type]
         (lambda: ShuffledMux([]), "empty"),
         (lambda: ShuffledMux(good_members(), weights=[1.0]), "weights"),
         (lambda: RoundRobinMux(good_members(), mode="random"), "random"),  # type: ignore[arg-type]

@@ -125,7 +125,18 @@ async def test_cycle_of_empty_async_source_ends() -> None:
 def test_generator_object_source_is_one_shot() -> None:
     streamer = Streamer(count(3))
     assert list(streamer) == [0, 1, 2]
-    assert list(streamer) == []
+    with pytest.raises(ConfigError, match="read only once"):
+        list(streamer)
+    with pytest.raises(ConfigError, match="read only once"):
+        list(Streamer(count(2)).cycle())
+
+
+def test_coroutine_object_is_rejected_without_a_warning() -> None:
+    async def coro() -> int:
+        return 1
+
+    with pytest.raises(ConfigError, match="coroutine"):
+        Streamer(coro())  # type: ignore[call-overload]
 
 
 # -- bad input

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._engine import Run
 from .._exceptions import ConfigError
-from .._streamer import Stream, Streamer, _check_max_iter
+from .._streamer import Stream, Streamer
 from ._policy import (
     MuxPolicy,
     Rng,
@@ -72,8 +72,8 @@ def as_streamers(streamers: Iterable[Any], name: str = "streamers") -> list[Stre
             continue
         try:
             members.append(Streamer(member))
-        except ConfigError:
-            raise ConfigError(f"{name}[{i}]={member!r} is not a Streamer or an iterable") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{name}[{i}]: {exc}") from None
     return members
 
 
@@ -112,10 +112,10 @@ class BaseMux(Streamer[T]):
         self.random_state = random_state
         self.rng = normalize_random_state(random_state)
         self._root_seed = seed_sequence_from(random_state)
-        checked = _check_max_iter(prefetch, "prefetch")
-        if not checked:
+        index = getattr(prefetch, "__index__", None)
+        if isinstance(prefetch, bool) or index is None or index() < 1:
             raise ConfigError(f"prefetch={prefetch!r} must be an int >= 1")
-        self.prefetch = checked
+        self.prefetch = int(index())
         # A Streamer's recipe fields, for repr and pickling.
         self.streamer = type(self).__name__
         self.args = ()
