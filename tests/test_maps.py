@@ -1078,3 +1078,14 @@ async def test_every_stage_of_a_recipe_runs_in_the_open_block() -> None:
     for recipe in recipes:
         async with recipe.open(max_iter=5) as stream:
             assert len([x async for x in stream]) == 5
+
+
+async def _agen_fn(x: int) -> AsyncIterator[int]:
+    yield x
+
+
+def test_common_mistakes_fail_at_the_call() -> None:
+    with pytest.raises(ConfigError, match=r"tuples\(stream, \*\['X', 'y'\]\)"):
+        tuples([{"X": 1, "y": 2}], ["X", "y"])  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="generator function"):
+        map_concurrent([1, 2], _agen_fn)
