@@ -76,13 +76,26 @@ def demo(batches: int, n_shards: int, latency: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line."""
-    parser = argparse.ArgumentParser(prog="python -m aiostream_mux", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m aiostream_mux",
+        description="aiostream_mux: asyncio-native stream multiplexing (pescador's successor).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {am.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo_args = sub.add_parser("demo", help="run a realistic pipeline and summarise it")
-    demo_args.add_argument("--batches", type=int, default=40)
-    demo_args.add_argument("--shards", type=int, default=64)
-    demo_args.add_argument("--latency", type=float, default=0.005, help="seconds per sample")
-    bench_args = sub.add_parser("bench", help="run the benchmarks against pescador 3.0")
+    demo_args = sub.add_parser(
+        "demo",
+        help="run a realistic pipeline and summarise it",
+        description="Slow shards -> StochasticMux -> concurrent map -> batches, "
+        "read with for and with async for.",
+    )
+    demo_args.add_argument("--batches", type=int, default=40, help="batches of 64 to read")
+    demo_args.add_argument("--shards", type=int, default=64, help="number of data shards")
+    demo_args.add_argument(
+        "--latency", type=float, default=0.005, help="seconds each sample waits (I/O)"
+    )
+    bench_args = sub.add_parser(
+        "bench", help="run the benchmarks against pescador 3.0 (from a clone of the repository)"
+    )
     bench_args.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args(argv)
     if options.command == "demo":
