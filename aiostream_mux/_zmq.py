@@ -53,6 +53,8 @@ EXIT_GRACE = 0.5
 
 #: Milliseconds a closed socket keeps trying to deliver STOP.
 STOP_LINGER_MS = 1000
+#: Milliseconds a blocking receive waits before it looks at the worker process.
+WATCH_MS = 50
 
 _NEW, _RUNNING, _DONE = "new", "running", "done"
 
@@ -534,6 +536,8 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
     here keeps ZeroMQ's bounded queue as the only buffer and saves a thread.
     """
 
+    _timed = False
+
     def __iter__(self) -> _ZMQSyncRun[T]:
         return self
 
@@ -562,32 +566,28 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
         raise StopIteration
 
     def _receive(self) -> list[zmq.Frame]:
+        """Block in ZeroMQ itself (as a plain ``recv`` does), looking at the worker between waits.
+
+        The socket's receive timeout (:data:`WATCH_MS`) bounds each wait, so a
+        dead worker is seen within that time plus the grace for its last messages.
+        """
         socket, child = self._socket, self._child
         assert socket is not None
-        try:
-            return socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            pass
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
-        if child is not None:
-            poller.register(child.fd, zmq.POLLIN)
+        if not self._timed:
+            socket.rcvtimeo = WATCH_MS
+            self._timed = True
         deadline: float | None = None
         while True:
-            wait_ms = None if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1e3)
-            events = dict(poller.poll(wait_ms))
-            if events.get(socket):
-                try:
-                    return socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:  # pragma: no cover - a spurious wake-up
-                    continue
-            if deadline is not None and time.monotonic() >= deadline:
+            try:
+                return socket.recv_multipart(copy=False)
+            except zmq.Again:
+                pass
+            if deadline is None:
+                if child is None or child.exited():
+                    # The worker is gone; what it sent before may still be on the way.
+                    deadline = time.monotonic() + self._grace
+            elif time.monotonic() >= deadline:
                 raise self._died()
-            if child is None or child.fd in events:
-                # The worker is gone; what it sent before may still be on the way.
-                if child is not None:
-                    poller.unregister(child.fd)
-                deadline = time.monotonic() + self._grace
 
     def close(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
