@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
 import shutil
@@ -247,6 +248,7 @@ class _RunBase(Generic[T]):
         self._abandoned = False
         self._child: Child | None = None
         self._watching = False
+        self._socket_fd: int | None = None
         self._received = 0
         timeout = owner.timeout
         self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
@@ -356,6 +358,9 @@ class _RunBase(Generic[T]):
         self._close_sockets()
 
     def _close_sockets(self, linger: int = 0) -> None:
+        socket_fd, self._socket_fd = self._socket_fd, None
+        if socket_fd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(socket_fd)
         if self._socket is not None:
             self._socket.close(linger=linger)
         self._socket = self._shadow = self._context = None
@@ -372,9 +377,12 @@ class _RunBase(Generic[T]):
             with self._lock:
                 self._abandoned = True
                 child = self._child
+            loop = self._loop
+            socket_fd, self._socket_fd = self._socket_fd, None
+            if socket_fd is not None and loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(loop.remove_reader, socket_fd)
             if child is not None:
                 child.signal(signal.SIGTERM)  # the worker still closes its source
-                loop = self._loop
                 if self._watching and loop is not None and not loop.is_closed():
                     loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout)
                 else:
@@ -389,7 +397,9 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         super().__init__(owner, seed)
         self._start_future: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[None] | None = None
-        self._recv_future: asyncio.Future[list[zmq.Frame]] | None = None
+        # The one pending wait for the socket, woken by a reader on its ZMQ_FD or
+        # by the worker's exit (the callbacks hold this list, never the run).
+        self._waiter: list[asyncio.Future[None] | None] = [None]
 
     def __aiter__(self) -> _ZMQRun[T]:
         return self
@@ -431,7 +441,12 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             ) from None
         self._loop = loop
         self._exited = loop.create_future()
+        self._exited.add_done_callback(functools.partial(_wake_on_exit, self._waiter))
         address = self._open(_shared_context(zmq.asyncio.Context))
+        assert self._shadow is not None
+        socket_fd = cast(int, self._shadow.get(zmq.FD))
+        loop.add_reader(socket_fd, _wake, self._waiter)
+        self._socket_fd = socket_fd
         if self._start_method() == "fork":
             self._start_process(address)  # a fork is quick, and needs no pickling
         else:  # pickling, and a pipe the child reads once it runs: not on the loop
@@ -449,33 +464,41 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         self._watching = True
 
     async def _receive(self) -> list[zmq.Frame]:
-        future = self._recv_future
-        if future is None:
-            assert self._shadow is not None
-            assert self._socket is not None
+        """Receive a message without blocking, else wait on the loop for the socket or the exit.
+
+        The socket's ZMQ_FD stays registered with the loop for the whole run, so a
+        wait costs one future: no zmq.asyncio receive future, no reader added and
+        removed per message, no ``asyncio.wait``. ZMQ_FD is edge-triggered, so a
+        receive is always tried (and ZMQ_EVENTS read) before waiting.
+        """
+        shadow, loop, exited = self._shadow, self._loop, self._exited
+        assert shadow is not None
+        assert loop is not None
+        assert exited is not None
+        deadline: float | None = None
+        while True:
             try:
-                return self._shadow.recv_multipart(zmq.NOBLOCK, copy=False)
+                return shadow.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 pass
-            future = self._recv_future = cast(
-                "asyncio.Future[list[zmq.Frame]]", self._socket.recv_multipart(copy=False)
-            )
-        if not future.done():
-            await self._wait_for(future)
-        self._recv_future = None
-        return future.result()
-
-    async def _wait_for(self, future: asyncio.Future[Any]) -> None:
-        exited = self._exited
-        assert exited is not None
-        if not exited.done():
-            await asyncio.wait((future, exited), return_when=asyncio.FIRST_COMPLETED)
-            if future.done():
-                return
-        # The worker is gone; what it sent before may still be on the way.
-        await asyncio.wait((future,), timeout=self._grace)
-        if not future.done():
-            raise self._died()
+            if cast(int, shadow.get(zmq.EVENTS)) & zmq.POLLIN:
+                continue
+            timer = None
+            if exited.done():
+                # The worker is gone; what it sent before may still be on the way.
+                now = loop.time()
+                if deadline is None:
+                    deadline = now + self._grace
+                elif now >= deadline:
+                    raise self._died()
+                timer = loop.call_at(deadline, _wake, self._waiter)
+            waiter = self._waiter[0] = loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter[0] = None
+                if timer is not None:
+                    timer.cancel()
 
     async def aclose(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
@@ -489,10 +512,9 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             self._release()
 
     async def _stop_worker(self) -> None:
-        recv = self._recv_future
-        self._recv_future = None
-        if recv is not None and not recv.done():
-            recv.cancel()
+        waiter = self._waiter[0]
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
         start = self._start_future
         if start is not None:
             if not start.done():
@@ -636,6 +658,16 @@ def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[
     loop.remove_reader(fd)
     if not exited.done():
         exited.set_result(None)
+
+
+def _wake(waiter: list[asyncio.Future[None] | None]) -> None:
+    future = waiter[0]
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _wake_on_exit(waiter: list[asyncio.Future[None] | None], _: object) -> None:
+    _wake(waiter)
 
 
 def _forget(loop: asyncio.AbstractEventLoop, child: Child, timeout: float | None) -> None:
