@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import multiprocessing
 import os
 import shutil
@@ -248,7 +247,7 @@ class _RunBase(Generic[T]):
         self._abandoned = False
         self._child: Child | None = None
         self._watching = False
-        self._socket_fd: int | None = None
+        self._wait = _Wait()
         self._received = 0
         timeout = owner.timeout
         self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
@@ -358,9 +357,9 @@ class _RunBase(Generic[T]):
         self._close_sockets()
 
     def _close_sockets(self, linger: int = 0) -> None:
-        socket_fd, self._socket_fd = self._socket_fd, None
-        if socket_fd is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(socket_fd)
+        loop = self._loop
+        if self._wait.reading and loop is not None and not loop.is_closed():
+            self._wait.pause()
         if self._socket is not None:
             self._socket.close(linger=linger)
         self._socket = self._shadow = self._context = None
@@ -378,9 +377,9 @@ class _RunBase(Generic[T]):
                 self._abandoned = True
                 child = self._child
             loop = self._loop
-            socket_fd, self._socket_fd = self._socket_fd, None
-            if socket_fd is not None and loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(loop.remove_reader, socket_fd)
+            wait, self._wait = self._wait, _Wait()  # _close_sockets must not touch the loop
+            if wait.reading and loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(wait.pause)
             if child is not None:
                 child.signal(signal.SIGTERM)  # the worker still closes its source
                 if self._watching and loop is not None and not loop.is_closed():
@@ -397,9 +396,6 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         super().__init__(owner, seed)
         self._start_future: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[None] | None = None
-        # The one pending wait for the socket, woken by a reader on its ZMQ_FD or
-        # by the worker's exit (the callbacks hold this list, never the run).
-        self._waiter: list[asyncio.Future[None] | None] = [None]
 
     def __aiter__(self) -> _ZMQRun[T]:
         return self
@@ -441,12 +437,11 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             ) from None
         self._loop = loop
         self._exited = loop.create_future()
-        self._exited.add_done_callback(functools.partial(_wake_on_exit, self._waiter))
+        self._exited.add_done_callback(self._wait.on_exit)
         address = self._open(_shared_context(zmq.asyncio.Context))
         assert self._shadow is not None
-        socket_fd = cast(int, self._shadow.get(zmq.FD))
-        loop.add_reader(socket_fd, _wake, self._waiter)
-        self._socket_fd = socket_fd
+        self._wait.loop = loop
+        self._wait.fd = cast(int, self._shadow.get(zmq.FD))
         if self._start_method() == "fork":
             self._start_process(address)  # a fork is quick, and needs no pickling
         else:  # pickling, and a pipe the child reads once it runs: not on the loop
@@ -471,7 +466,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         removed per message, no ``asyncio.wait``. ZMQ_FD is edge-triggered, so a
         receive is always tried (and ZMQ_EVENTS read) before waiting.
         """
-        shadow, loop, exited = self._shadow, self._loop, self._exited
+        shadow, loop, exited, wait = self._shadow, self._loop, self._exited, self._wait
         assert shadow is not None
         assert loop is not None
         assert exited is not None
@@ -491,12 +486,13 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
                     deadline = now + self._grace
                 elif now >= deadline:
                     raise self._died()
-                timer = loop.call_at(deadline, _wake, self._waiter)
-            waiter = self._waiter[0] = loop.create_future()
+                timer = loop.call_at(deadline, wait.wake)
+            wait.listen()
+            future = wait.future = loop.create_future()
             try:
-                await waiter
+                await future
             finally:
-                self._waiter[0] = None
+                wait.future = None
                 if timer is not None:
                     timer.cancel()
 
@@ -512,7 +508,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             self._release()
 
     async def _stop_worker(self) -> None:
-        waiter = self._waiter[0]
+        waiter = self._wait.future
         if waiter is not None and not waiter.done():
             waiter.cancel()
         start = self._start_future
@@ -660,14 +656,52 @@ def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[
         exited.set_result(None)
 
 
-def _wake(waiter: list[asyncio.Future[None] | None]) -> None:
-    future = waiter[0]
-    if future is not None and not future.done():
-        future.set_result(None)
+class _Wait:
+    """The one pending wait of an async run for its socket.
 
+    The loop's callbacks hold this, never the run, so a dropped run is still
+    collected. The socket's ZMQ_FD is watched only while a wait is pending or until it next
+    turns readable: it stays readable until ZeroMQ is asked for its events, so a
+    reader left on it while nobody receives would wake the loop for nothing.
+    """
 
-def _wake_on_exit(waiter: list[asyncio.Future[None] | None], _: object) -> None:
-    _wake(waiter)
+    __slots__ = ("fd", "future", "loop", "reading")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fd: int | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.reading = False
+
+    def wake(self) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def on_exit(self, _: object) -> None:
+        self.wake()
+
+    def ready(self) -> None:
+        """Wake the wait, or stop watching: the socket's ZMQ_FD is readable."""
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+        else:
+            self.pause()
+
+    def listen(self) -> None:
+        if not self.reading:
+            assert self.loop is not None
+            assert self.fd is not None
+            self.loop.add_reader(self.fd, self.ready)
+            self.reading = True
+
+    def pause(self) -> None:
+        if self.reading:
+            self.reading = False
+            assert self.loop is not None
+            assert self.fd is not None
+            self.loop.remove_reader(self.fd)
 
 
 def _forget(loop: asyncio.AbstractEventLoop, child: Child, timeout: float | None) -> None:
