@@ -178,7 +178,27 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Stopped
 
 
-def _watch_parent(consumer_pid: int, start_method: str) -> None:
+def _remove_socket_dir(address: str) -> None:
+    """Remove the consumer's ipc socket file and its private directory.
+
+    A consumer killed outright cannot remove them itself. Only a directory
+    named as :func:`~._zmq_wire.bind` names them is touched.
+    """
+    if not address.startswith("ipc://"):
+        return
+    path = address[len("ipc://") :]
+    directory = os.path.dirname(path)
+    if os.path.basename(path) != "socket" or not os.path.basename(directory).startswith(
+        ("aiostream_mux-zmq-", "amz-")
+    ):
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)
+
+
+def _watch_parent(consumer_pid: int, start_method: str, address: str) -> None:
     """Watchdog thread: end this process when the consumer process is gone."""
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
@@ -193,6 +213,7 @@ def _watch_parent(consumer_pid: int, start_method: str) -> None:
             gone = False
         if gone or os.getppid() != expected:
             break
+    _remove_socket_dir(address)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(ORPHAN_GRACE)
     os._exit(1)
@@ -236,7 +257,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # A bare thread (a daemon one): no start-up handshake on the way to the first sample.
-    _thread.start_new_thread(_watch_parent, (consumer_pid, start_method))
+    _thread.start_new_thread(_watch_parent, (consumer_pid, start_method, address))
     context = zmq.Context(io_threads=1)
     socket = context.socket(zmq.PAIR)
     try:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -481,6 +482,18 @@ async def test_malformed_message_is_rejected(
 
 
 def test_worker_exits_when_its_consumer_is_killed(tmp_path: Path) -> None:
+    # The consumer's temporary directory: short, so its ipc path stays under the limit.
+    tmpdir = tempfile.mkdtemp(prefix="amzt-")
+    try:
+        _consumer_killed(tmp_path, tmpdir)
+    finally:
+        # (multiprocessing's own pymp-* directories are not ours to check.)
+        leftovers = glob.glob(os.path.join(tmpdir, "aiostream_mux-zmq-*"))
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    assert not leftovers, f"the orphaned workers left {leftovers} behind"
+
+
+def _consumer_killed(tmp_path: Path, tmpdir: str) -> None:
     for method in ("fork", "spawn", "forkserver"):
         script = tmp_path / f"consumer_{method}.py"
         script.write_text(
@@ -503,7 +516,7 @@ def test_worker_exits_when_its_consumer_is_killed(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).parent.parent,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TMPDIR": tmpdir},
         )
         try:
             assert consumer.stdout is not None
