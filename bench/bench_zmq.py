@@ -130,7 +130,7 @@ def raw_receive(n: int, nbytes: int, transport: str, first_only: bool = False) -
     as ZMQStreamer shares one per process: neither pays for starting and joining
     ZeroMQ's I/O thread per run.
     """
-    context = zmq.Context.instance()
+    context: zmq.Context[Any] = zmq.Context.instance()
     socket = context.socket(zmq.PULL)
     directory = None
     try:
