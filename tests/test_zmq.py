@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import glob
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -134,12 +135,16 @@ def alive(pid: int) -> bool:
 
 
 def wait_until_gone(pid: int, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+    """Wait for ``pid`` to end: its pidfd turns readable when it does (no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        select.select([fd], [], [], seconds)
+    finally:
+        os.close(fd)
+    return not alive(pid)
 
 
 def wait_for_file(path: Path, seconds: float = 20.0) -> bool:
