@@ -14,7 +14,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -81,30 +81,44 @@ def bad_values(kind: str) -> Iterator[Sample]:
         yield {"lst": [1, 2, 3]}
 
 
+def raise_flag(path: str) -> None:
+    """Raise a :class:`Flag` from a worker: one byte into its FIFO."""
+    fd = os.open(path, os.O_WRONLY)  # never blocks: the test holds the FIFO open
+    try:
+        os.write(fd, b"!")
+    finally:
+        os.close(fd)
+
+
+def wait_flag(path: str) -> None:
+    """Block a worker until the test raises the :class:`Flag` at ``path``."""
+    fd = os.open(path, os.O_RDONLY)  # never blocks: the test holds the FIFO open
+    try:
+        os.read(fd, 1)
+    finally:
+        os.close(fd)
+
+
 def stubborn(marker: str) -> Iterator[Sample]:
     """Ignores the polite stop and SIGTERM: only SIGKILL ends it."""
     yield {"pid": os.getpid()}
-    Path(marker).touch()
+    raise_flag(marker)
     while True:
         with contextlib.suppress(BaseException):
             time.sleep(3600)
 
 
 def waits_for(path: str) -> Iterator[Sample]:
-    """One sample, then a second only once ``path`` exists (the consumer creates it)."""
+    """One sample, then a second only once the consumer raises the flag at ``path``."""
     yield {"i": 0, "pid": os.getpid()}
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_flag(path)
     yield {"i": 1}
 
 
 def rendezvous(mine: str, other: str) -> Iterator[Sample]:
     """Yield only once the other worker runs too: proves both run at the same time."""
-    Path(mine).touch()
-    deadline = time.monotonic() + 60
-    while not os.path.exists(other) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    raise_flag(mine)
+    wait_flag(other)
     for i in range(3):
         yield {"who": mine, "i": i}
 
@@ -147,11 +161,46 @@ def wait_until_gone(pid: int, seconds: float = 20.0) -> bool:
     return not alive(pid)
 
 
-def wait_for_file(path: Path, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return path.exists()
+class Flag:
+    """A one-way signal between the test and a worker process, by path: a named FIFO.
+
+    The test holds the FIFO open for reading and writing, so a worker's open never
+    blocks; a worker raises it by writing a byte (:func:`raise_flag`) or waits on it
+    by reading one (:func:`wait_flag`), and the test waits with ``select``: no polling.
+    """
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = str(path)
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def raise_(self) -> None:
+        """Let a worker blocked in :func:`wait_flag` go on."""
+        os.write(self._fd, b"!")
+
+    def wait(self, seconds: float = 20.0) -> bool:
+        """Wait until a worker raises the flag; ``False`` after ``seconds``."""
+        ready, _, _ = select.select([self._fd], [], [], seconds)
+        if ready:
+            os.read(self._fd, 1)
+        return bool(ready)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@pytest.fixture
+def make_flag(tmp_path: Path) -> Iterator[Callable[[str], Flag]]:
+    """Make :class:`Flag` objects in ``tmp_path``; closed after the test."""
+    made: list[Flag] = []
+
+    def make(name: str) -> Flag:
+        made.append(Flag(tmp_path / name))
+        return made[-1]
+
+    yield make
+    for flag in made:
+        flag.close()
 
 
 def socket_dirs() -> set[str]:
@@ -268,14 +317,16 @@ async def test_small_samples_are_coalesced(no_leftovers: None) -> None:
 
 
 @pytest.mark.asyncio
-async def test_coalescing_never_holds_a_sample_back(tmp_path: Path, no_leftovers: None) -> None:
+async def test_coalescing_never_holds_a_sample_back(
+    make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
     # The source yields its second sample only after the consumer saw the first.
-    flag = tmp_path / "seen-first"
-    stream = ZMQStreamer(Streamer(waits_for, str(flag))).iterate()
+    flag = make_flag("seen-first")
+    stream = ZMQStreamer(Streamer(waits_for, flag.path)).iterate()
     async with stream:
         first = await stream.__anext__()
         assert first["i"] == 0
-        flag.touch()
+        flag.raise_()
         assert [s["i"] async for s in stream] == [1]
 
 
@@ -565,11 +616,13 @@ def test_sync_break_stops_the_worker(tmp_path: Path, no_leftovers: None) -> None
 
 
 @pytest.mark.asyncio
-async def test_cancellation_stops_the_worker(tmp_path: Path, no_leftovers: None) -> None:
+async def test_cancellation_stops_the_worker(
+    make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
     # The worker is busy in its source (not reading STOP): SIGTERM after timeout.
     got = asyncio.Event()
     pids: list[int] = []
-    z = ZMQStreamer(Streamer(waits_for, str(tmp_path / "never")), timeout=0.2)
+    z = ZMQStreamer(Streamer(waits_for, make_flag("never").path), timeout=0.2)
 
     async def consume() -> None:
         async with z.iterate() as stream:
@@ -587,13 +640,13 @@ async def test_cancellation_stops_the_worker(tmp_path: Path, no_leftovers: None)
 
 @pytest.mark.asyncio
 async def test_staged_close_kills_a_worker_that_ignores_stop_and_sigterm(
-    tmp_path: Path, no_leftovers: None
+    make_flag: Callable[[str], Flag], no_leftovers: None
 ) -> None:
-    marker = tmp_path / "sleeping"
-    run = ZMQStreamer(Streamer(stubborn, str(marker)), timeout=0.2)._start(prefer_async=True)
+    marker = make_flag("sleeping")
+    run = ZMQStreamer(Streamer(stubborn, marker.path), timeout=0.2)._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     first = await run.__anext__()
-    assert await asyncio.to_thread(wait_for_file, marker)  # now deaf to STOP and SIGTERM
+    assert await asyncio.to_thread(marker.wait)  # now deaf to STOP and SIGTERM
     await run.aclose()
     assert not alive(first["pid"])
 
@@ -649,8 +702,10 @@ async def test_dropped_run_ends_its_worker(no_leftovers: None) -> None:
 # -- composition and backends
 
 
-def test_mux_runs_workers_at_the_same_time(tmp_path: Path, no_leftovers: None) -> None:
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+def test_mux_runs_workers_at_the_same_time(
+    make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
+    a, b = make_flag("a").path, make_flag("b").path
     mux = am.RoundRobinMux(
         [ZMQStreamer(Streamer(rendezvous, a, b)), ZMQStreamer(Streamer(rendezvous, b, a))]
     )
@@ -773,12 +828,14 @@ def test_sync_for_receives_without_a_bridge_thread(no_leftovers: None) -> None:
         assert s["i"] in (0, 1, 2)
 
 
-def test_sync_staged_close_kills_a_deaf_worker(tmp_path: Path, no_leftovers: None) -> None:
-    marker = tmp_path / "sleeping"
-    stream = ZMQStreamer(Streamer(stubborn, str(marker)), timeout=0.2).iterate()
+def test_sync_staged_close_kills_a_deaf_worker(
+    make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
+    marker = make_flag("sleeping")
+    stream = ZMQStreamer(Streamer(stubborn, marker.path), timeout=0.2).iterate()
     with stream:
         pid = next(stream)["pid"]
-        assert wait_for_file(marker)
+        assert marker.wait()
     assert not alive(pid)
 
 
