@@ -28,7 +28,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .._engine import CHECKPOINT_EVERY, _close_run
+from .._engine import CHECKPOINT_EVERY, _close_run, _from_sync
 from .._exceptions import UnsupportedBackendError
 from .._streamer import Streamer
 from ._base import member_seed
@@ -127,8 +127,7 @@ async def _produce(
     """Fill ``slot.buffer`` from one activation of ``member`` (a producer's whole life).
 
     The sample budget is counted here rather than by a wrapper, to keep one
-    layer per sample; a sync member runs inline, yielding to the loop every few
-    samples.
+    layer per sample.
     """
     run: Any = None
     try:
@@ -139,32 +138,19 @@ async def _produce(
         slot.running = True
         buffer = slot.buffer
         budget = activation.max_iter if activation.max_iter is not None else -1
-        if hasattr(run, "__anext__"):
-            async for item in run:
-                slot.push(item)
-                budget -= 1
-                if not budget:
-                    break
-                if len(buffer) >= prefetch:
-                    slot.has_space = waiter = event()
-                    await waiter.wait()
-                    slot.resuming = False
-        else:
-            countdown = CHECKPOINT_EVERY
-            for item in run:
-                slot.push(item)
-                budget -= 1
-                if not budget:
-                    break
-                if len(buffer) >= prefetch:
-                    slot.has_space = waiter = event()
-                    await waiter.wait()
-                    slot.resuming = False
-                else:
-                    countdown -= 1
-                    if not countdown:
-                        countdown = CHECKPOINT_EVERY
-                        await anyio.lowlevel.checkpoint()
+        if not hasattr(run, "__anext__"):
+            # A sync member among async ones: read inline, yielding to the loop
+            # every few samples.
+            run = _from_sync(run, run)
+        async for item in run:
+            slot.push(item)
+            budget -= 1
+            if not budget:
+                break
+            if len(buffer) >= prefetch:
+                slot.has_space = waiter = event()
+                await waiter.wait()
+                slot.resuming = False
         slot.push(_END)
     except Exception as exc:
         slot.push(_Failure(exc))
