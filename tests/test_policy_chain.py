@@ -1,24 +1,23 @@
-"""ChainPolicy: member-by-member chaining, validation, termination of cycles."""
+"""ChainMux's order: pescador's sequence, lazy members, termination of cycles, validation.
+
+ChainMux needs no sans-I/O policy object: its order is its members' order, and its
+two drivers (`_chain_sync`, `_ChainAsync`) only decide when a pass ends.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
-import numpy as np
 import pescador
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiostream_mux import ChainMux, Streamer
 from aiostream_mux._exceptions import ConfigError
-from aiostream_mux._mux._chain import ChainPolicy, validate_chain
+from aiostream_mux._mux._chain import validate_chain
 
-from .test_policy_driver import drive_chain, labelled
-
-
-def chain(mode: str = "exhaustive", seed: Any = None) -> ChainPolicy:
-    return ChainPolicy(validate_chain(mode), seed)
+from .test_policy_driver import labelled
 
 
 @settings(max_examples=150, deadline=None)
@@ -28,44 +27,39 @@ def chain(mode: str = "exhaustive", seed: Any = None) -> ChainPolicy:
 )
 def test_same_sequence_as_pescador(lengths: list[int], mode: str) -> None:
     contents = labelled(lengths)
-    trace = drive_chain(chain(mode), lambda: contents, 60)
+    ours = list(ChainMux([Streamer(c) for c in contents], mode=mode)(max_iter=60))  # type: ignore[arg-type]
     if mode == "cycle" and not any(lengths):
         # pescador loops forever (members all empty) or raises (no members).
-        assert trace.finished
-        assert trace.items == []
+        assert ours == []
         return
     mux = pescador.ChainMux([pescador.Streamer(c) for c in contents], mode=mode)
-    assert trace.items == list(mux.iterate(max_iter=60))
+    assert ours == list(mux.iterate(max_iter=60))
 
 
 def test_members_from_a_generator_function() -> None:
     """A lazy source of members is iterated again at each pass, as pescador does."""
     calls = [0]
 
-    def members() -> Iterator[Sequence[str]]:
+    def members() -> Iterator[Streamer[str]]:
         calls[0] += 1
-        yield "ab"
-        yield ""
-        yield "cd"
+        yield Streamer("ab")
+        yield Streamer("")
+        yield Streamer("cd")
 
-    trace = drive_chain(chain("cycle"), members, 10)
-    assert "".join(trace.items) == "abcdabcdab"
+    assert "".join(ChainMux(members, mode="cycle")(max_iter=10)) == "abcdabcdab"
     assert calls[0] == 3
-    assert [a.index for a in trace.activations][:4] == [0, 1, 2, 0]
 
 
-def test_cycling_a_one_shot_iterable_gives_one_pass() -> None:
-    # pescador: RuntimeError("generator raised StopIteration") at the second pass.
-    once = iter(["ab", "cd"])
-    policy = chain("cycle")
-    trace = drive_chain(policy, lambda: once)
-    assert trace.finished
-    assert policy.finished
-    assert "".join(trace.items) == "abcd"
+def test_cycling_a_one_shot_iterable_replays_it() -> None:
+    # pescador materialises an iterable of members up front, so it cycles over it;
+    # we read it lazily once and replay what we read.
+    once = iter([Streamer("ab"), Streamer("cd")])
+    assert "".join(ChainMux(once, mode="cycle")(max_iter=10)) == "abcdabcdab"
 
     def oneshot() -> Iterator[pescador.Streamer]:
         yield from once_streamers
 
+    # A generator *function* over a one-shot iterable: pescador fails at the second pass.
     once_streamers = iter([pescador.Streamer("ab"), pescador.Streamer("cd")])
     with pytest.raises(RuntimeError, match="generator raised StopIteration"):
         list(pescador.ChainMux(oneshot, mode="cycle").iterate(max_iter=10))
@@ -74,34 +68,19 @@ def test_cycling_a_one_shot_iterable_gives_one_pass() -> None:
 @pytest.mark.parametrize("mode", ["exhaustive", "cycle"])
 @pytest.mark.parametrize("members", [[], ["", "", ""]], ids=["none", "all-empty"])
 def test_nothing_to_chain_terminates(mode: str, members: list[str]) -> None:
-    policy = chain(mode)
-    trace = drive_chain(policy, lambda: members)
-    assert trace.finished
-    assert trace.items == []
-    assert len(trace.activations) == len(members)
+    assert list(ChainMux([Streamer(m) for m in members], mode=mode)) == []  # type: ignore[arg-type]
 
 
-def test_protocol_steps() -> None:
-    root = np.random.SeedSequence(1)
-    policy = chain("cycle", root)
-    assert policy.n_slots == 1
-    assert not chain().finished  # not started
-    (first,) = policy.start()
-    assert (first.slot, first.index, first.max_iter) == (0, 0, None)
-    assert first.seed is not None
-    assert first.seed.spawn_key == (0,)
-    assert policy.next_slot() == 0
-    policy.on_item(0)
-    (second,) = policy.on_exhausted(0)
-    assert second.index == 1
-    (restart,) = policy.on_members_exhausted()  # the pass gave a sample
-    assert restart.index == 0
-    assert policy.on_members_exhausted() == []  # this pass gave none
-    assert policy.next_slot() is None
-    assert policy.finished
-    assert policy.config.mode == "cycle"
-    with pytest.raises(RuntimeError, match="already called"):
-        policy.start()
+async def nothing() -> AsyncIterator[str]:
+    return
+    yield
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("n", [0, 3], ids=["none", "all-empty"])
+async def test_nothing_to_chain_terminates_async(n: int) -> None:
+    async with ChainMux([Streamer(nothing) for _ in range(n)], mode="cycle").open() as stream:
+        assert [x async for x in stream] == []
 
 
 def test_validation() -> None:

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiostream_mux._exceptions import ConfigError
-from aiostream_mux._mux._chain import ChainPolicy
 from aiostream_mux._mux._policy import (
     Activation,
     MuxPolicy,
@@ -100,58 +99,6 @@ def drive(
         trace.slots.append(slot)
         trace.yielded[current[slot]] += 1
     return trace
-
-
-def drive_chain(
-    policy: ChainPolicy,
-    members: Callable[[], Iterable[Sequence[Any]]],
-    limit: int | None = None,
-    max_steps: int = 200_000,
-) -> Trace:
-    """Run a :class:`ChainPolicy`; ``members()`` is called at the start of each pass."""
-    trace = Trace()
-    it: Iterator[Sequence[Any]] = iter(())
-    stream: Iterator[Any] = iter(())
-
-    def activate(pending: list[Activation]) -> None:
-        nonlocal it, stream
-        while pending:
-            (act,) = pending
-            if act.index == 0:
-                it = iter(members())
-            member = next(it, None)
-            if member is None:
-                pending = policy.on_members_exhausted()
-                continue
-            trace.activations.append(act)
-            trace.yielded.append(0)
-            stream = iter(member)
-            pending = []
-
-    activate(policy.start())
-    steps = 0
-    while limit is None or len(trace.items) < limit:
-        slot = policy.next_slot()
-        if slot is None:
-            trace.finished = True
-            break
-        steps += 1
-        if steps > max_steps:
-            raise AssertionError("policy did not terminate")
-        assert slot == 0
-        try:
-            item = next(stream)
-        except StopIteration:
-            activate(policy.on_exhausted(slot))
-            continue
-        policy.on_item(slot)
-        trace.items.append(item)
-        trace.slots.append(slot)
-        trace.yielded[-1] += 1
-    return trace
-
-
-# ----------------------------------------------------------------- pescador runner
 
 
 class PescadorHang(Exception):

@@ -83,9 +83,8 @@ class Activation:
         Position in the active set, ``0 <= slot < policy.n_slots``. Any stream
         already in that slot is dropped (it has ended).
     index : int
-        Which member of the mux's streamers to activate. For
-        :class:`~aiostream_mux._mux._chain.ChainPolicy`, the position of the member
-        within the current pass over the (possibly lazy) members.
+        Which member of the mux's streamers to activate (for ``ChainMux``, the
+        position of the member within the current pass over its members).
     max_iter : int or None
         Sample budget of this activation (>= 1); ``None`` means until exhausted.
     seed : ChildSeed or None
