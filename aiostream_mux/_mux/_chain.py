@@ -67,7 +67,7 @@ def validate_chain(mode: object = "exhaustive") -> ChainConfig:
     Parameters
     ----------
     mode : {"exhaustive", "cycle"}
-        See :class:`ChainPolicy`.
+        See :class:`ChainMux`.
 
     Returns
     -------
