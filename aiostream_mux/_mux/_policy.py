@@ -35,9 +35,10 @@ import functools
 import hashlib
 import math
 import numbers
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,7 @@ from .._exceptions import ConfigError
 __all__ = [
     "Activation",
     "ChildSeed",
+    "PolicyBase",
     "FloatArray",
     "MuxPolicy",
     "Rng",
@@ -315,6 +317,66 @@ class SeedSpawner:
         child = ChildSeed(root.entropy, (*root.spawn_key, self._count), root.pool_size)
         self._count += 1
         return child
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+class PolicyBase(Generic[ConfigT]):
+    """What every mux policy shares: its config, its slots, its child seeds, one start.
+
+    Parameters
+    ----------
+    config
+        The validated parameters.
+    n_slots : int
+        Size of the active set.
+    rng : RandomState or Generator
+        Consumed by this policy alone.
+    seed : numpy.random.SeedSequence or None
+        Root of the per-activation child seeds; not mutated.
+    """
+
+    __slots__ = ("_cdf", "_config", "_done", "_draw", "_rng", "_spawn", "_started", "n_slots")
+
+    def __init__(
+        self, config: ConfigT, n_slots: int, rng: Rng, seed: np.random.SeedSequence | None
+    ) -> None:
+        self.n_slots = n_slots
+        self._config = config
+        self._rng = rng
+        self._draw = uniform_draw(rng)
+        self._spawn = SeedSpawner(seed)
+        # The CDF of the per-sample draw over slots (weighted policies).
+        self._cdf: list[float] = []
+        self._done = True
+        self._started = False
+
+    @property
+    def config(self) -> ConfigT:
+        """The validated parameters."""
+        return self._config
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`next_slot` now returns ``None`` (after :meth:`start`)."""
+        return self._started and self._done
+
+    def _begin(self) -> None:
+        """Mark the policy started; :meth:`start` may be called once."""
+        if self._started:
+            raise RuntimeError(f"{type(self).__name__}.start() was already called")
+        self._started = True
+
+    def next_slot(self) -> int | None:
+        """Draw the slot of the next sample by weight; ``None`` once the mux is finished.
+
+        pescador's ``rng.choice(n, p=weights)``: one uniform draw searched in the
+        same CDF gives the same index.
+        """
+        if self._done:
+            return None
+        return bisect_right(self._cdf, self._draw())
 
 
 def uniform_draw(rng: Rng) -> Callable[[], float]:

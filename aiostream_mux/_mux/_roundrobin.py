@@ -10,7 +10,14 @@ import numpy as np
 
 from .._streamer import Streamer
 from ._base import DEFAULT_PREFETCH, BaseMux
-from ._policy import Activation, MuxPolicy, Rng, SeedSpawner, check_choice, check_n_streams
+from ._policy import (
+    Activation,
+    MuxPolicy,
+    PolicyBase,
+    Rng,
+    check_choice,
+    check_n_streams,
+)
 
 T = TypeVar("T")
 
@@ -68,7 +75,7 @@ def validate_roundrobin(n_streams: int, mode: object = "exhaustive") -> RoundRob
     return RoundRobinConfig(n_streams=n_streams, mode=checked)
 
 
-class RoundRobinPolicy:
+class RoundRobinPolicy(PolicyBase[RoundRobinConfig]):
     """Sans-I/O policy of ``RoundRobinMux`` (pescador 3.0's algorithm).
 
     A *pass* activates every streamer, one per slot, and takes one sample from each
@@ -92,17 +99,7 @@ class RoundRobinPolicy:
         Root of the per-activation child seeds; not mutated.
     """
 
-    __slots__ = (
-        "_active_index",
-        "_config",
-        "_live",
-        "_n_live",
-        "_pass_items",
-        "_rng",
-        "_spawn",
-        "_started",
-        "n_slots",
-    )
+    __slots__ = ("_active_index", "_live", "_n_live", "_pass_items")
 
     def __init__(
         self,
@@ -110,20 +107,11 @@ class RoundRobinPolicy:
         rng: Rng,
         seed: np.random.SeedSequence | None = None,
     ) -> None:
-        self.n_slots: int = config.n_streams
-        self._config = config
-        self._rng = rng
-        self._spawn = SeedSpawner(seed)
+        super().__init__(config, config.n_streams, rng, seed)
         self._active_index = 0
         self._live = [False] * config.n_streams
         self._n_live = 0
         self._pass_items = 0
-        self._started = False
-
-    @property
-    def config(self) -> RoundRobinConfig:
-        """The validated parameters."""
-        return self._config
 
     @property
     def finished(self) -> bool:
@@ -138,9 +126,7 @@ class RoundRobinPolicy:
         list of Activation
             One per streamer, in slot order.
         """
-        if self._started:
-            raise RuntimeError("RoundRobinPolicy.start() was already called")
-        self._started = True
+        self._begin()
         return self._new_pass(permute=False)
 
     def next_slot(self) -> int | None:

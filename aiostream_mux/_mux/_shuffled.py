@@ -7,7 +7,6 @@ of the same cumulative distribution.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,12 +20,11 @@ from ._policy import (
     Activation,
     FloatArray,
     MuxPolicy,
+    PolicyBase,
     Rng,
-    SeedSpawner,
     check_n_streams,
     check_weights,
     choice_cdf,
-    uniform_draw,
 )
 
 T = TypeVar("T")
@@ -77,7 +75,7 @@ def validate_shuffled(n_streams: int, weights: object = None) -> ShuffledConfig:
     )
 
 
-class ShuffledPolicy:
+class ShuffledPolicy(PolicyBase[ShuffledConfig]):
     """Sans-I/O policy of ``ShuffledMux`` (pescador 3.0's algorithm).
 
     Slot ``i`` always holds streamer ``i``. Each sample comes from a slot drawn with
@@ -97,17 +95,7 @@ class ShuffledPolicy:
         Root of the per-activation child seeds; not mutated.
     """
 
-    __slots__ = (
-        "_cdf",
-        "_config",
-        "_counts",
-        "_done",
-        "_draw",
-        "_spawn",
-        "_started",
-        "_weights",
-        "n_slots",
-    )
+    __slots__ = ("_counts", "_weights")
 
     def __init__(
         self,
@@ -115,26 +103,10 @@ class ShuffledPolicy:
         rng: Rng,
         seed: np.random.SeedSequence | None = None,
     ) -> None:
-        self.n_slots: int = config.n_streams
-        self._config = config
-        self._draw = uniform_draw(rng)
-        self._spawn = SeedSpawner(seed)
+        super().__init__(config, config.n_streams, rng, seed)
         # pescador's stream_weights_ and stream_counts_.
         self._weights: FloatArray = np.array(config.weights, dtype=float)
         self._counts = [0] * config.n_streams
-        self._cdf: list[float] = []
-        self._done = True
-        self._started = False
-
-    @property
-    def config(self) -> ShuffledConfig:
-        """The validated parameters."""
-        return self._config
-
-    @property
-    def finished(self) -> bool:
-        """Whether :meth:`next_slot` now returns ``None`` (after :meth:`start`)."""
-        return self._started and self._done
 
     def start(self) -> list[Activation]:
         """Activate every streamer with a positive weight; call once.
@@ -144,9 +116,7 @@ class ShuffledPolicy:
         list of Activation
             Slot ``i`` runs streamer ``i``, in slot order.
         """
-        if self._started:
-            raise RuntimeError("ShuffledPolicy.start() was already called")
-        self._started = True
+        self._begin()
         activations = [
             Activation(slot, slot, None, self._spawn())
             for slot in range(self.n_slots)
@@ -154,12 +124,6 @@ class ShuffledPolicy:
         ]
         self._refresh()
         return activations
-
-    def next_slot(self) -> int | None:
-        """Draw the slot of the next sample; ``None`` once the mux is finished."""
-        if self._done:
-            return None
-        return bisect_right(self._cdf, self._draw())
 
     def on_item(self, slot: int) -> None:
         """Count a sample drawn from ``slot``."""

@@ -26,8 +26,8 @@ from ._policy import (
     Activation,
     FloatArray,
     MuxPolicy,
+    PolicyBase,
     Rng,
-    SeedSpawner,
     check_bool,
     check_choice,
     check_int,
@@ -35,7 +35,6 @@ from ._policy import (
     check_rate,
     check_weights,
     choice_cdf,
-    uniform_draw,
 )
 
 __all__ = [
@@ -150,7 +149,7 @@ def validate_stochastic(
     )
 
 
-class StochasticPolicy:
+class StochasticPolicy(PolicyBase[StochasticConfig]):
     """Sans-I/O policy of ``StochasticMux`` (pescador 3.0's algorithm).
 
     ``start`` chooses ``n_active`` streamers uniformly (without repeats unless
@@ -182,24 +181,16 @@ class StochasticPolicy:
 
     __slots__ = (
         "_all_empty",
-        "_cdf",
-        "_config",
         "_counts",
         "_dist_cdf",
         "_distribution",
-        "_done",
-        "_draw",
         "_empty",
         "_empty_mark",
         "_n_positive",
         "_retired",
-        "_rng",
-        "_spawn",
-        "_started",
         "_stream_idxs",
         "_stream_weights",
         "_valid",
-        "n_slots",
     )
 
     def __init__(
@@ -208,11 +199,7 @@ class StochasticPolicy:
         rng: Rng,
         seed: np.random.SeedSequence | None = None,
     ) -> None:
-        self.n_slots: int = config.n_active
-        self._config = config
-        self._rng = rng
-        self._draw = uniform_draw(rng)
-        self._spawn = SeedSpawner(seed)
+        super().__init__(config, config.n_active, rng, seed)
         n = config.n_streams
         # pescador's distribution_: which streamer the next activation picks.
         self._distribution = 1.0 / n * np.ones(n)
@@ -222,25 +209,12 @@ class StochasticPolicy:
         self._stream_weights: FloatArray = np.zeros(config.n_active)
         self._stream_idxs = [0] * config.n_active
         self._counts = [0] * config.n_active
-        self._cdf: list[float] = []
-        self._done = True
-        self._started = False
         # Termination when every positive-weight streamer is known to be empty.
         self._n_positive = int(np.count_nonzero(config.weights > 0))
         self._retired = 0
         self._empty_mark = -1
         self._empty: set[int] = set()
         self._all_empty = False
-
-    @property
-    def config(self) -> StochasticConfig:
-        """The validated parameters."""
-        return self._config
-
-    @property
-    def finished(self) -> bool:
-        """Whether :meth:`next_slot` now returns ``None`` (after :meth:`start`)."""
-        return self._started and self._done
 
     @property
     def active_indices(self) -> tuple[int, ...]:
@@ -255,9 +229,7 @@ class StochasticPolicy:
         list of Activation
             One per slot, in slot order.
         """
-        if self._started:
-            raise RuntimeError("StochasticPolicy.start() was already called")
-        self._started = True
+        self._begin()
         cfg = self._config
         w = cfg.weights
         try:
@@ -281,12 +253,6 @@ class StochasticPolicy:
             activations.append(self._new_stream(slot))
         self._refresh()
         return activations
-
-    def next_slot(self) -> int | None:
-        """Draw the slot of the next sample; ``None`` once the mux is finished."""
-        if self._done:
-            return None
-        return bisect_right(self._cdf, self._draw())
 
     def on_item(self, slot: int) -> None:
         """Count a sample drawn from ``slot``."""
