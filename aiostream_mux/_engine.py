@@ -94,14 +94,19 @@ def _sync_engine(
             close()
 
 
-async def _from_sync(items: Iterator[T], run: Iterator[T]) -> AsyncIterator[T]:
-    """Serve ``items`` (drawn from ``run``) to ``async for``, yielding to the loop every few."""
+async def _from_sync(
+    items: Iterator[T], run: Iterator[T], every: int = CHECKPOINT_EVERY
+) -> AsyncIterator[T]:
+    """Serve ``items`` (drawn from ``run``) to ``async for``; close ``run`` at the end.
+
+    Yields to the event loop every ``every`` items.
+    """
     try:
         n = 0
         for item in items:
             yield item
             n += 1
-            if n == CHECKPOINT_EVERY:
+            if n == every:
                 n = 0
                 await anyio.lowlevel.checkpoint()
     finally:

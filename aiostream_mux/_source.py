@@ -13,13 +13,12 @@ import anyio.abc
 import anyio.lowlevel
 import numpy as np
 
-from ._engine import CHECKPOINT_EVERY, Run, _close_run
+from ._engine import CHECKPOINT_EVERY, Run, _from_sync
 from ._exceptions import ConfigError
 from ._streamer import Stream, Streamer, _run_of, derived_stream
 
 __all__ = [
     "Source",
-    "_aiter_sync",
     "_close_sync",
     "_derive",
     "_int_at_least",
@@ -100,20 +99,6 @@ def _open(
     return _run_of(stream, prefer_async)
 
 
-async def _aiter_sync(items: Iterator[U], every: int) -> AsyncIterator[U]:
-    """Serve a sync iterator to ``async for``, yielding to the loop every ``every`` items."""
-    try:
-        n = 0
-        for item in items:
-            yield item
-            n += 1
-            if n == every:
-                n = 0
-                await anyio.lowlevel.checkpoint()
-    finally:
-        await _close_run(items)
-
-
 def _derive(
     name: str,
     stream: Source[T],
@@ -135,7 +120,8 @@ def _derive(
         run = _open(stream, True, task_group)
         if isinstance(run, AsyncIterator):
             return async_body(run)
-        return _aiter_sync(sync_body(run), every)
+        items = sync_body(run)
+        return _from_sync(items, items, every)
 
     is_sync = isinstance(stream, Iterable)
     is_async = isinstance(stream, AsyncIterable)
