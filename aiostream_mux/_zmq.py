@@ -33,8 +33,9 @@ import zmq.asyncio
 
 from ._exceptions import ConfigError, UnsupportedBackendError, WorkerError
 from ._streamer import Streamer
-from ._zmq_wire import DATA, END, STOP, Decoder, Malformed, bind
-from ._zmq_worker import HWM, Child, describe_exit, make_process, reap_later
+from ._zmq_shm import SHM_ROOT, SlotReader
+from ._zmq_wire import DATA, END, SMALL_ARRAY, STOP, Decoder, Malformed, bind, encode_ack
+from ._zmq_worker import HWM, MAX_IN_FLIGHT, Child, describe_exit, make_process, reap_later
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -48,6 +49,13 @@ T = TypeVar("T")
 DEFAULT_BATCH_BYTES = 1 << 20
 #: Seconds a sample may wait in the worker for others to share its message.
 DEFAULT_BATCH_LATENCY = 0.005
+#: Bytes of samples the worker may send ahead of the consumer.
+DEFAULT_PREFETCH_BYTES = 1 << 24
+#: Arrays of this many bytes or more travel through shared memory (measured: from
+#: here up it beats a frame of their own on the socket; smaller ones share a frame).
+DEFAULT_SHM_THRESHOLD = SMALL_ARRAY
+#: The consumer acknowledges at least every this many data messages.
+ACK_EVERY = MAX_IN_FLIGHT // 4
 #: Seconds, at most, to wait for messages still in flight after the worker exited.
 EXIT_GRACE = 0.5
 
@@ -57,6 +65,7 @@ STOP_LINGER_MS = 1000
 WATCH_MS = 50
 
 _NEW, _RUNNING, _DONE = "new", "running", "done"
+_NOBLOCK, _POLLIN, _EVENTS = int(zmq.NOBLOCK), int(zmq.POLLIN), int(zmq.EVENTS)
 
 
 def _number(value: object, name: str, *, low: float, allow_none: bool = False) -> Any:
@@ -128,6 +137,16 @@ class ZMQStreamer(Streamer[T]):
     batch_latency : float
         Seconds a sample may wait in the worker for more samples to share its
         message.
+    prefetch_bytes : int
+        Bytes of samples the worker may send before the consumer has taken them
+        in (at least two messages are always allowed): the bound on the memory
+        queued between the two processes, whatever the sample size.
+    shm_threshold : int or None
+        Arrays of this many bytes or more travel through shared memory instead
+        of the socket, with ``transport="ipc"`` where ``/dev/shm`` exists: the
+        worker writes each into a file of the run's private directory there,
+        and the consumer maps it (copy on write) and unlinks it — one copy in
+        all, none in the consumer. ``None`` sends every array on the socket.
 
     Raises
     ------
@@ -177,6 +196,8 @@ class ZMQStreamer(Streamer[T]):
         start_method: Literal["spawn", "forkserver", "fork"] | None = None,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         batch_latency: float = DEFAULT_BATCH_LATENCY,
+        prefetch_bytes: int = DEFAULT_PREFETCH_BYTES,
+        shm_threshold: int | None = DEFAULT_SHM_THRESHOLD,
     ) -> None:
         if not isinstance(streamer, Streamer) and not callable(getattr(streamer, "iterate", None)):
             streamer = Streamer(streamer)  # raises ConfigError if it is no source
@@ -201,6 +222,10 @@ class ZMQStreamer(Streamer[T]):
         self.start_method = start_method
         self.batch_bytes = _int(batch_bytes, "batch_bytes", 0)
         self.batch_latency: float = _number(batch_latency, "batch_latency", low=0)
+        self.prefetch_bytes = _int(prefetch_bytes, "prefetch_bytes", 1)
+        self.shm_threshold = (
+            None if shm_threshold is None else _int(shm_threshold, "shm_threshold", 1)
+        )
         self.streamer = streamer
         self.args = ()
         self.kwargs = {}
@@ -249,6 +274,10 @@ class _RunBase(Generic[T]):
         self._watching = False
         self._wait = _Wait()
         self._received = 0
+        self._taken = 0  # data messages taken in
+        self._acknowledged = 0  # ... and acknowledged to the worker
+        self._unacknowledged_bytes = 0
+        self._slots: SlotReader | None = None
         timeout = owner.timeout
         self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
 
@@ -274,6 +303,12 @@ class _RunBase(Generic[T]):
             socket, owner.transport, owner.host, owner.min_port, owner.max_port, owner.max_tries
         )
         self._shadow = zmq.Socket.shadow(socket.underlying)
+        token = os.urandom(16)
+        slots = None
+        if owner.shm_threshold is not None and _in_shm(self._dir):
+            assert self._dir is not None
+            slots = self._slots = SlotReader(self._dir)
+        self._decoder = Decoder(token, copy=owner.copy, slots=slots)
         return address
 
     def _start_method(self) -> str:
@@ -282,17 +317,18 @@ class _RunBase(Generic[T]):
     def _start_process(self, address: str) -> None:
         """Pickle the streamer if needed and start the worker (blocking)."""
         owner = self._owner
-        token = os.urandom(16)
-        self._decoder = Decoder(token, copy=owner.copy)
+        assert self._decoder is not None
         process = make_process(
             owner.streamer,
             owner.start_method,
             address,
-            token,
+            self._decoder.token,
             self._seed,
             copy=owner.copy,
             batch_bytes=owner.batch_bytes,
             batch_latency=owner.batch_latency,
+            prefetch_bytes=owner.prefetch_bytes,
+            shm_threshold=owner.shm_threshold,
         )
         with self._lock:
             if self._abandoned:
@@ -315,6 +351,13 @@ class _RunBase(Generic[T]):
                 samples = decoder.data(body, frames)
                 self._received += len(samples)
                 self._items.extend(samples)
+                self._taken += 1
+                self._unacknowledged_bytes += decoder.nbytes
+                if (
+                    self._taken - self._acknowledged >= ACK_EVERY
+                    or self._unacknowledged_bytes * 4 >= self._owner.prefetch_bytes
+                ):
+                    self._acknowledge()
                 return True
             if kind == END:
                 count = decoder.end(body)
@@ -336,6 +379,24 @@ class _RunBase(Generic[T]):
             f"end of the stream, after {self._received} samples"
         )
 
+    def _owes_acknowledgement(self) -> bool:
+        return self._taken != self._acknowledged or bool(self._slots and self._slots.returned)
+
+    def _acknowledge(self) -> None:
+        """Tell the worker how many data messages were taken in: credit to send more.
+
+        Done early (every quarter of ``prefetch_bytes``, every :data:`ACK_EVERY`
+        messages) so the worker never waits on a busy consumer, and always before
+        the consumer waits for a message, so neither waits on the other.
+        """
+        shadow = self._shadow
+        if shadow is not None:
+            # Never full: at most one acknowledgement per data message is queued.
+            returned = self._slots.take_returned() if self._slots is not None else ()
+            shadow.send(encode_ack(self._taken, returned), _NOBLOCK)
+        self._acknowledged = self._taken
+        self._unacknowledged_bytes = 0
+
     def _send_stop(self) -> None:
         shadow = self._shadow
         if shadow is not None:
@@ -355,6 +416,8 @@ class _RunBase(Generic[T]):
             child.end_now(self._owner.timeout)
             child.reap()
         self._close_sockets()
+        _remove(self._dir)  # the worker is gone: it writes no more files there
+        self._dir = None
 
     def _close_sockets(self, linger: int = 0) -> None:
         loop = self._loop
@@ -363,9 +426,6 @@ class _RunBase(Generic[T]):
         if self._socket is not None:
             self._socket.close(linger=linger)
         self._socket = self._shadow = self._context = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def __del__(self) -> None:
         # Dropped without being closed: end the worker without waiting, best effort.
@@ -380,13 +440,17 @@ class _RunBase(Generic[T]):
             wait, self._wait = self._wait, _Wait()  # _close_sockets must not touch the loop
             if wait.reading and loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(wait.pause)
+            directory, self._dir = self._dir, None
             if child is not None:
                 child.signal(signal.SIGTERM)  # the worker still closes its source
                 if self._watching and loop is not None and not loop.is_closed():
-                    loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout)
+                    loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout, directory)
                 else:
-                    reap_later(child, self._owner.timeout)
+                    reap_later(child, self._owner.timeout, directory)
             self._close_sockets()
+            # Now, for a consumer that looks; the reaper removes it again once the
+            # worker is gone, in case the worker was writing a shared array there.
+            _remove(directory)
 
 
 class _ZMQRun(_RunBase[T], AsyncIterator[T]):
@@ -473,10 +537,12 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         deadline: float | None = None
         while True:
             try:
-                return shadow.recv_multipart(zmq.NOBLOCK, copy=False)
+                return shadow.recv_multipart(_NOBLOCK, copy=False)
             except zmq.Again:
                 pass
-            if cast(int, shadow.get(zmq.EVENTS)) & zmq.POLLIN:
+            if self._owes_acknowledgement():
+                self._acknowledge()
+            if cast(int, shadow.get(_EVENTS)) & _POLLIN:
                 continue
             timer = None
             if exited.done():
@@ -596,6 +662,11 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             self._timed = True
         deadline: float | None = None
         while True:
+            if self._owes_acknowledgement():
+                try:
+                    return socket.recv_multipart(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    self._acknowledge()  # before waiting
             try:
                 return socket.recv_multipart(copy=False)
             except zmq.Again:
@@ -704,6 +775,18 @@ class _Wait:
             self.loop.remove_reader(self.fd)
 
 
-def _forget(loop: asyncio.AbstractEventLoop, child: Child, timeout: float | None) -> None:
+def _forget(
+    loop: asyncio.AbstractEventLoop, child: Child, timeout: float | None, directory: str | None
+) -> None:
     loop.remove_reader(child.fd)
-    reap_later(child, timeout)
+    reap_later(child, timeout, directory)
+
+
+def _remove(directory: str | None) -> None:
+    """Remove a run's private directory: its socket and any shared arrays not taken in."""
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _in_shm(directory: str | None) -> bool:
+    return directory is not None and directory.startswith(SHM_ROOT + os.sep)

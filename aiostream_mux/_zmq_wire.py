@@ -9,11 +9,17 @@ is msgpack of ``[VERSION, kind, token, body]``:
   * ``[key, ARRAY, dtype, shape, fortran, frame, offset, nbytes]`` for an array:
     ``nbytes`` bytes at ``offset`` in frame number ``frame`` (>= 1) of this
     message, in C order, or in Fortran order when ``fortran``;
+  * ``[key, SHARED, dtype, shape, fortran, number, nbytes]`` for an array in
+    shared memory: the file ``<number>.shm`` of the run's private directory,
+    which the consumer maps and unlinks;
   * ``[key, SCALAR, dtype, frame, offset, nbytes]`` for a numpy scalar.
 
   Arrays of at least :data:`SMALL_ARRAY` bytes travel in a frame of their own,
-  sent without a copy; smaller ones are copied into one shared frame per
-  message, so a message can carry many small samples (coalescing).
+  sent without a copy, or, from ``shared_bytes`` up and when the worker was
+  given a shared-memory directory, in a file there (one copy in the worker,
+  none in the consumer and none through the socket); smaller ones are copied
+  into one shared frame per message, so a message can carry many small
+  samples (coalescing).
 - ``kind == END``: ``body`` is the number of samples sent.
 - ``kind == ERROR``: ``body`` is ``[module, qualname, message, args, traceback]``
   of the exception raised in the worker.
@@ -24,15 +30,19 @@ message and raises :class:`WorkerError` on anything unexpected. Nothing received
 is ever unpickled: exceptions are rebuilt only for builtin and aiostream_mux
 types, from their arguments.
 
-Consumer to worker, a single frame :data:`STOP` asks the worker to stop.
+Consumer to worker, single frames: :data:`STOP` asks the worker to stop, and an
+acknowledgement (:func:`encode_ack`) says how many data messages the consumer
+has taken in so far, which gives the worker credit to send more (flow control).
 """
 
 from __future__ import annotations
 
 import builtins
 import math
+import mmap
 import os
 import shutil
+import struct
 import tempfile
 import traceback
 from typing import Any
@@ -43,6 +53,7 @@ import zmq
 
 from . import _exceptions
 from ._exceptions import DataError, WorkerError
+from ._zmq_shm import SlotError, SlotReader, SlotWriter, shm_root
 
 __all__ = [
     "MAX_IPC_PATH",
@@ -52,6 +63,7 @@ __all__ = [
     "END",
     "ERROR",
     "SCALAR",
+    "SHARED",
     "SMALL_ARRAY",
     "STOP",
     "VALUE",
@@ -60,19 +72,23 @@ __all__ = [
     "Encoder",
     "Malformed",
     "RemoteTraceback",
+    "encode_ack",
     "encode_end",
     "encode_error",
+    "parse_control",
     "rebuild_exception",
 ]
 
 #: Format version, in every message; a consumer rejects any other.
-VERSION = 1
+VERSION = 2
 # Message kinds.
 DATA, END, ERROR = 0, 1, 2
 # Field codes.
-VALUE, ARRAY, SCALAR = 0, 1, 2
-#: The consumer's request to stop, its only message.
+VALUE, ARRAY, SCALAR, SHARED = 0, 1, 2, 3
+#: The consumer's request to stop.
 STOP = b"stop"
+#: The prefix of the consumer's acknowledgements, followed by a little-endian uint64.
+ACK = b"ack:"
 
 #: Arrays smaller than this are copied into the message's shared frame.
 SMALL_ARRAY = 64 * 1024
@@ -134,9 +150,19 @@ class Encoder:
     message as it was; ``take`` returns the message's frames and starts a new one.
     """
 
-    def __init__(self, token: bytes, *, small_array: int = SMALL_ARRAY) -> None:
+    def __init__(
+        self,
+        token: bytes,
+        *,
+        small_array: int = SMALL_ARRAY,
+        slots: SlotWriter | None = None,
+        shared_bytes: int = 0,
+    ) -> None:
         self.token = token
         self.small_array = small_array
+        #: Where arrays of ``shared_bytes`` or more go (None: on the socket).
+        self.slots = slots
+        self.shared_bytes = shared_bytes
         self._reset()
 
     def _reset(self) -> None:
@@ -145,6 +171,7 @@ class Encoder:
         self.nbytes = 0
         self._small: bytearray | None = None
         self._small_index = 0
+        self._slots: list[int] = []  # written for the pending message
 
     @property
     def count(self) -> int:
@@ -165,6 +192,7 @@ class Encoder:
                 f"{type(sample).__module__}.{type(sample).__qualname__}"
             )
         frames_mark = len(self.frames)
+        slots_mark = len(self._slots)
         small_mark = len(self._small) if self._small is not None else 0
         fields: list[list[Any]] = []
         nbytes = 0
@@ -193,6 +221,9 @@ class Encoder:
                     raise _value_error(key, value)
         except BaseException:
             del self.frames[frames_mark:]
+            if self.slots is not None:
+                self.slots.give_back(self._slots[slots_mark:])
+            del self._slots[slots_mark:]
             if self._small is not None:
                 if self._small_index >= frames_mark:  # created for this sample
                     self._small = None
@@ -215,6 +246,12 @@ class Encoder:
             data = np.ascontiguousarray(value)
         raw = data.reshape(-1).view(np.uint8)
         n = raw.nbytes
+        if self.slots is not None and n >= self.shared_bytes and code == ARRAY:
+            slot = self.slots.write(raw)
+            if slot is not None:
+                self._slots.append(slot)
+                return [key, SHARED, dtype.str, list(value.shape), fortran, slot, n]
+            self.slots = None  # /dev/shm is full or gone: the socket from now on
         if n < self.small_array:
             small = self._small
             if small is None:
@@ -241,6 +278,32 @@ class Encoder:
             frames[self._small_index] = self._small
         self._reset()
         return frames
+
+
+def encode_ack(taken: int, returned: list[int] | tuple[int, ...] = ()) -> bytes:
+    """Encode the consumer's acknowledgement.
+
+    ``taken`` data messages were taken in so far; ``returned`` are the
+    shared-memory slots whose arrays are gone since the last acknowledgement.
+    """
+    return ACK + struct.pack(f"<{1 + len(returned)}Q", taken, *returned)
+
+
+def parse_control(message: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """Read a message from the consumer: ``(taken, returned)``, or None for STOP.
+
+    Raises
+    ------
+    Malformed
+        For anything else.
+    """
+    if message == STOP:
+        return None
+    size = len(message) - len(ACK)
+    if size >= 8 and size % 8 == 0 and message.startswith(ACK):
+        taken, *returned = struct.unpack_from(f"<{size // 8}Q", message, len(ACK))
+        return taken, tuple(returned)
+    raise Malformed(f"an unknown message from the consumer: {_short(message)}")
 
 
 def encode_end(token: bytes, count: int) -> list[bytes]:
@@ -318,9 +381,15 @@ class Decoder:
     Every method raises :class:`Malformed` on anything that breaks the format.
     """
 
-    def __init__(self, token: bytes, *, copy: bool = False) -> None:
+    def __init__(
+        self, token: bytes, *, copy: bool = False, slots: SlotReader | None = None
+    ) -> None:
         self.token = token
         self.copy = copy
+        #: Where shared-memory arrays arrive (None: refused).
+        self.slots = slots
+        #: Bytes of arrays in the last data message.
+        self.nbytes = 0
         self._dtypes: dict[str, np.dtype[Any]] = {}
 
     def header(self, frames: list[Any]) -> tuple[int, Any]:
@@ -390,6 +459,7 @@ class Decoder:
         copy = self.copy
         frombuffer = np.frombuffer
         samples = []
+        shared = 0
         for fields in body:
             if type(fields) is not list:
                 raise Malformed(f"a sample that is not a list of fields: {_short(fields)}")
@@ -400,9 +470,9 @@ class Decoder:
                 key, code = field[0], field[1]
                 if type(key) not in KEY_TYPES or key in sample:
                     raise Malformed(f"a bad or repeated key {_short(key)}")
-                if code == ARRAY and len(field) == 8:
-                    _, _, dtype_name, shape, fortran, index, offset, nbytes = field
-                    dtype = self._dtype(dtype_name)
+                if (code == ARRAY and len(field) == 8) or (code == SHARED and len(field) == 7):
+                    dtype = self._dtype(field[2])
+                    shape, fortran = field[3], field[4]
                     if (
                         type(shape) is not list
                         or len(shape) > MAX_NDIM
@@ -412,7 +482,13 @@ class Decoder:
                     if type(fortran) is not bool:
                         raise Malformed(f"key {key!r}: an order flag {_short(fortran)}")
                     count = math.prod(shape)
-                    buf = _slice(buffers, n_frames, index, offset, nbytes, count * dtype.itemsize)
+                    if code == ARRAY:
+                        buf = _slice(
+                            buffers, n_frames, field[5], field[6], field[7], count * dtype.itemsize
+                        )
+                    else:
+                        buf = self._map(field[5], field[6], count * dtype.itemsize)
+                        shared += len(buf)
                     array = frombuffer(buf, dtype, count)
                     array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
                     # A small message may sit at any address in ZeroMQ's receive buffer.
@@ -432,7 +508,18 @@ class Decoder:
                 else:
                     raise Malformed(f"key {key!r}: a field {_short(field)}")
             samples.append(sample)
+        self.nbytes = shared + sum(len(frame) for frame in frames)
         return samples
+
+    def _map(self, slot: Any, nbytes: Any, expected: int) -> mmap.mmap | bytearray:
+        if self.slots is None:
+            raise Malformed("a shared-memory array, but this stream offered no shared memory")
+        if type(nbytes) is not int or nbytes != expected or nbytes == 0:
+            raise Malformed(f"{_short(nbytes)} bytes for a shared array of {expected} bytes")
+        try:
+            return self.slots.map(slot, nbytes)
+        except SlotError as exc:
+            raise Malformed(str(exc)) from None
 
 
 def _slice(
@@ -465,12 +552,14 @@ def bind(
 ) -> tuple[str, str | None]:
     """Bind the consumer's ``socket``; return the address for the worker and the private dir.
 
-    ``ipc``: a socket file in a new temporary directory of mode 0700, which the
-    caller removes. ``tcp``: a random port in ``[min_port, max_port]`` on ``host``;
-    a wildcard host is bound as named, and the worker connects to the loopback.
+    ``ipc``: a socket file in a new private directory (mode 0700), which the
+    caller removes: in :data:`SHM_ROOT` (memory, so it can hold shared arrays too)
+    where there is one, else in the temporary directory. ``tcp``: a random port in
+    ``[min_port, max_port]`` on ``host``; a wildcard host is bound as named, and
+    the worker connects to the loopback.
     """
     if transport == "ipc":
-        directory = tempfile.mkdtemp(prefix="aiostream_mux-zmq-")  # mode 0700
+        directory = tempfile.mkdtemp(prefix="aiostream_mux-zmq-", dir=shm_root())  # mode 0700
         path = os.path.join(directory, "socket")
         if len(path.encode()) > MAX_IPC_PATH:  # pragma: no cover - a long $TMPDIR
             shutil.rmtree(directory, ignore_errors=True)

@@ -27,19 +27,22 @@ import multiprocessing.connection
 import os
 import pickle
 import select
+import shutil
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from multiprocessing.reduction import ForkingPickler
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from ._exceptions import ConfigError, WorkerError
-from ._zmq_wire import STOP, Encoder, encode_end, encode_error
+from ._zmq_shm import SHM_ROOT, SlotError, SlotWriter
+from ._zmq_wire import Encoder, encode_end, encode_error, parse_control
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -54,8 +57,14 @@ __all__ = [
     "worker_main",
 ]
 
-#: Messages queued per direction before a sender waits.
-HWM = 4
+#: Data messages the worker may have in flight whatever their size: two, so the
+#: next message is on its way while the consumer takes in the last one.
+MIN_IN_FLIGHT = 2
+#: Most data messages in flight, however small.
+MAX_IN_FLIGHT = 64
+#: ZeroMQ's own queue limit per direction. The flow control keeps the data below
+#: it, and the consumer sends at most one acknowledgement per data message.
+HWM = 4 * MAX_IN_FLIGHT
 #: Seconds between two looks at the parent process.
 WATCH_EVERY = 0.25
 #: Seconds a cancelled close blocks for a worker ending on SIGTERM, before SIGKILL.
@@ -68,6 +77,10 @@ class Stopped(BaseException):
     """The consumer asked the worker to stop, or it received SIGTERM."""
 
 
+_NOBLOCK, _SNDMORE, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
+
+
 class Sender:
     """Coalesce samples into messages and send them on ``socket`` (worker side).
 
@@ -75,6 +88,12 @@ class Sender:
     first sample has waited ``batch_latency`` seconds (counting the time the
     next sample is likely to take, the last gap seen), and for the very first
     sample of the stream, so the consumer gets it early.
+
+    Flow control: the consumer acknowledges the data messages it has taken in;
+    a message waits while those not yet acknowledged hold ``prefetch_bytes`` or
+    more (or :data:`MAX_IN_FLIGHT` messages), unless fewer than
+    :data:`MIN_IN_FLIGHT` are. So memory stays bounded by bytes, whatever the
+    sample size, on the socket as in shared memory.
     """
 
     def __init__(
@@ -85,26 +104,28 @@ class Sender:
         copy: bool,
         batch_bytes: int,
         batch_latency: float,
+        prefetch_bytes: int = 1 << 24,
+        shared_dir: str | None = None,
+        shm_threshold: int | None = None,
     ) -> None:
         self.socket = socket
         self.token = token
         self.copy = copy
         self.batch_bytes = batch_bytes
         self.batch_latency = batch_latency
-        self.encoder = Encoder(token)
+        self.prefetch_bytes = prefetch_bytes
+        self.slots = None
+        if shared_dir is not None and shm_threshold is not None:
+            self.slots = SlotWriter(shared_dir, keep_bytes=prefetch_bytes)
+        self.encoder = Encoder(token, slots=self.slots, shared_bytes=shm_threshold or 0)
         self.sent = 0
         self.stopped = False
         self._first = 0.0
         self._last = time.perf_counter()
-        self._poller: zmq.Poller | None = None
-
-    @property
-    def poller(self) -> zmq.Poller:
-        """A poller on the socket, made on first use (not on the way to the first sample)."""
-        if self._poller is None:
-            self._poller = zmq.Poller()
-            self._poller.register(self.socket, zmq.POLLIN | zmq.POLLOUT)
-        return self._poller
+        self._in_flight: deque[int] = deque()  # sizes of unacknowledged data messages
+        self._in_flight_bytes = 0
+        self._acknowledged = 0
+        self._send = socket.send
 
     def add(self, sample: object) -> None:
         """Queue ``sample``, and send the message if it is due."""
@@ -124,51 +145,88 @@ class Sender:
         self._last = time.perf_counter()
 
     def flush(self) -> None:
-        """Send the pending samples, if any."""
-        count = self.encoder.count
-        if count:
-            self.send(self.encoder.take())
-            self.sent += count
+        """Send the pending samples, if any, once the flow control allows."""
+        encoder = self.encoder
+        count = encoder.count
+        if not count:
+            return
+        nbytes = encoder.nbytes
+        frames = encoder.take()
+        in_flight = self._in_flight
+        while len(in_flight) >= MIN_IN_FLIGHT and (
+            self._in_flight_bytes + nbytes > self.prefetch_bytes or len(in_flight) >= MAX_IN_FLIGHT
+        ):
+            self.wait_for_control()
+        self.send(frames)
+        in_flight.append(nbytes)
+        self._in_flight_bytes += nbytes
+        self.sent += count
 
     def send(self, frames: list[Any]) -> None:
-        """Send one message, waiting while the consumer's queue is full.
+        """Send one message, waiting while ZeroMQ's queue is full.
 
         Raises
         ------
         Stopped
             If the consumer asks to stop meanwhile.
         """
-        socket = self.socket
-        if cast(int, socket.get(zmq.EVENTS)) & zmq.POLLIN:
+        socket, send, copy = self.socket, self._send, self.copy
+        if socket.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
             self.check_control()
+        last = len(frames) - 1
         while True:
             try:
-                socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=self.copy)
-                return
+                # A message goes whole or not at all: ZeroMQ checks its queue limit
+                # on the first frame only.
+                send(frames[0], _NOBLOCK | _SNDMORE if last else _NOBLOCK, copy=copy)
+                break
             except zmq.Again:
                 pass
-            events = dict(self.poller.poll())
-            if events.get(socket, 0) & zmq.POLLIN:
+            events = socket.poll(None, _POLLIN | int(zmq.POLLOUT))
+            if events & _POLLIN:
                 self.check_control()
+        for i in range(1, last + 1):
+            send(frames[i], _SNDMORE if i < last else 0, copy=copy)
 
     def check_control(self) -> None:
-        """Read the consumer's messages; raise :class:`Stopped` on STOP."""
+        """Take in the consumer's acknowledgements; raise :class:`Stopped` on STOP."""
         while True:
             try:
-                message = self.socket.recv(zmq.NOBLOCK)
+                message = self.socket.recv(_NOBLOCK)
             except zmq.Again:
                 return
-            if message == STOP:
+            control = parse_control(message)
+            if control is None:
                 self.stopped = True
                 raise Stopped
+            acknowledged, returned = control
+            if returned:
+                if self.slots is None:
+                    raise WorkerError("the consumer gave back shared memory it was never given")
+                try:
+                    self.slots.give_back(returned)
+                except SlotError as exc:
+                    raise WorkerError(f"the consumer broke the protocol: {exc}") from None
+            released = acknowledged - self._acknowledged
+            if not 0 <= released <= len(self._in_flight):
+                raise WorkerError(
+                    f"the consumer acknowledged {acknowledged} messages, but "
+                    f"{self._acknowledged + len(self._in_flight)} were sent"
+                )
+            self._acknowledged = acknowledged
+            for _ in range(released):
+                self._in_flight_bytes -= self._in_flight.popleft()
+
+    def wait_for_control(self) -> None:
+        """Block until the consumer sends something, and take it in."""
+        self.socket.poll(None, _POLLIN)
+        self.check_control()
 
     def wait_for_stop(self) -> None:
         """Block until the consumer sends STOP (after the end or an error)."""
         while not self.stopped:
-            self.poller.modify(self.socket, zmq.POLLIN)
-            self.poller.poll()
             try:
-                self.check_control()
+                self.wait_for_control()
             except Stopped:
                 return
 
@@ -194,6 +252,11 @@ def _remove_socket_dir(address: str) -> None:
         return
     with contextlib.suppress(OSError):
         os.unlink(path)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if name.endswith(".shm"):  # shared arrays the consumer never took in
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
     with contextlib.suppress(OSError):
         os.rmdir(directory)
 
@@ -251,8 +314,14 @@ def worker_main(
     copy: bool,
     batch_bytes: int,
     batch_latency: float,
+    prefetch_bytes: int,
+    shm_threshold: int | None,
 ) -> None:
-    """Run the streamer and send its samples to the consumer at ``address``."""
+    """Run the streamer and send its samples to the consumer at ``address``.
+
+    With ``shm_threshold``, arrays of that many bytes or more go as files in the
+    consumer's private directory when it is in :data:`~._zmq_wire.SHM_ROOT`.
+    """
     code = 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -267,8 +336,18 @@ def worker_main(
         if address.startswith("tcp://["):
             socket.ipv6 = True
         socket.connect(address)
+        shared_dir = None
+        if shm_threshold is not None and address.startswith(f"ipc://{SHM_ROOT}/"):
+            shared_dir = os.path.dirname(address[len("ipc://") :])
         sender = Sender(
-            socket, token, copy=copy, batch_bytes=batch_bytes, batch_latency=batch_latency
+            socket,
+            token,
+            copy=copy,
+            batch_bytes=batch_bytes,
+            batch_latency=batch_latency,
+            prefetch_bytes=prefetch_bytes,
+            shared_dir=shared_dir,
+            shm_threshold=shm_threshold,
         )
         _run(sender, payload, pickled, seed, start_method)
     except Stopped:
@@ -315,12 +394,14 @@ def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: s
 # -- the parent's side: a handle on the worker process
 
 
-def reap_later(child: Child, timeout: float | None) -> None:
-    """End and reap ``child`` in a daemon thread."""
+def reap_later(child: Child, timeout: float | None, directory: str | None = None) -> None:
+    """End and reap ``child`` in a daemon thread, then remove its private ``directory``."""
 
     def reap() -> None:
         child.end_now(timeout)
         child.reap()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
     threading.Thread(target=reap, name="aiostream_mux-zmq-reaper", daemon=True).start()
 
@@ -400,6 +481,8 @@ def make_process(
     copy: bool,
     batch_bytes: int,
     batch_latency: float,
+    prefetch_bytes: int,
+    shm_threshold: int | None,
 ) -> BaseProcess:
     """Build (not start) the worker process; pickle the streamer first unless forking.
 
@@ -427,7 +510,7 @@ def make_process(
     args = (address, token, payload, pickled, seed, os.getpid(), method, copy)
     process: BaseProcess = context.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(*args, batch_bytes, batch_latency),
+        args=(*args, batch_bytes, batch_latency, prefetch_bytes, shm_threshold),
         name=f"aiostream_mux-zmq-worker-{next(_counter)}",
         daemon=True,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import mmap
 import os
 import select
 import shutil
@@ -27,6 +28,7 @@ import zmq
 import aiostream_mux as am
 from aiostream_mux import ConfigError, DataError, Streamer, UnsupportedBackendError, WorkerError
 from aiostream_mux._zmq import ZMQStreamer, _ZMQRun, _ZMQSyncRun
+from aiostream_mux._zmq_shm import SHM_ROOT, shm_root
 from aiostream_mux._zmq_wire import RemoteTraceback
 
 Sample = dict[str, Any]
@@ -204,7 +206,9 @@ def make_flag(tmp_path: Path) -> Iterator[Callable[[str], Flag]]:
 
 
 def socket_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "aiostream_mux-zmq-*")))
+    """The runs' private directories: in /dev/shm where there is one, else in $TMPDIR."""
+    roots = {tempfile.gettempdir(), SHM_ROOT}
+    return {d for root in roots for d in glob.glob(os.path.join(root, "aiostream_mux-zmq-*"))}
 
 
 @pytest.fixture
@@ -285,14 +289,29 @@ def frame_of(array: np.ndarray[Any, Any]) -> object:
             return base
 
 
-def test_32_mib_array_is_received_without_a_copy(no_leftovers: None) -> None:
+def test_32_mib_array_arrives_in_shared_memory_without_a_copy(no_leftovers: None) -> None:
     big = np.arange(8 << 20, dtype=np.float32)  # 32 MiB
     (got,) = list(ZMQStreamer(Streamer([{"x": big}])))
     np.testing.assert_array_equal(got["x"], big)
+    mapping = frame_of(got["x"])
+    if shm_root() is None:  # no /dev/shm here: the array came on the socket
+        assert isinstance(mapping, zmq.Frame)
+        return
+    assert isinstance(mapping, mmap.mmap)  # a view of the worker's file, mapped
+    assert len(mapping) == big.nbytes
+    got["x"][:2] = -1  # writable, copy on write: nothing shared changes
+    assert got["x"][0] == -1
+
+
+def test_32_mib_array_is_received_without_a_copy(no_leftovers: None) -> None:
+    big = np.arange(8 << 20, dtype=np.float32)  # 32 MiB
+    (got,) = list(ZMQStreamer(Streamer([{"x": big}]), shm_threshold=None))
+    np.testing.assert_array_equal(got["x"], big)
     assert isinstance(frame_of(got["x"]), zmq.Frame)  # a view of the received message
-    (copied,) = list(ZMQStreamer(Streamer([{"x": big}]), copy=True))
-    assert copied["x"].flags.owndata
-    np.testing.assert_array_equal(copied["x"], big)
+    for threshold in (None, 1 << 20):
+        (copied,) = list(ZMQStreamer(Streamer([{"x": big}]), copy=True, shm_threshold=threshold))
+        assert copied["x"].flags.owndata
+        np.testing.assert_array_equal(copied["x"], big)
 
 
 @pytest.mark.asyncio

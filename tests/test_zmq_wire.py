@@ -230,7 +230,7 @@ MALFORMED: dict[str, list[bytes]] = {
     "not-a-list": [header()[:0] + msgpack.packb({"v": 1})],
     "short-list": [header(VERSION, DATA, TOKEN)],
     "old-version": [header(0, DATA, TOKEN, [[GOOD_ARRAY]]), PAYLOAD],
-    "future-version": [header(2, END, TOKEN, 0)],
+    "future-version": [header(VERSION + 1, END, TOKEN, 0)],
     "bool-version": [header(True, END, TOKEN, 0)],
     "wrong-token": [header(VERSION, END, b"x" * 16, 0)],
     "unknown-kind": [header(VERSION, 9, TOKEN, 0)],
