@@ -391,9 +391,11 @@ class _RunBase(Generic[T]):
         """
         shadow = self._shadow
         if shadow is not None:
-            # Never full: at most one acknowledgement per data message is queued.
             returned = self._slots.take_returned() if self._slots is not None else ()
-            shadow.send(encode_ack(self._taken, returned), _NOBLOCK)
+            # Again only once the worker has finished and gone: nothing to tell it.
+            # (While it runs the queue has room: one acknowledgement per data message.)
+            with contextlib.suppress(zmq.Again):
+                shadow.send(encode_ack(self._taken, returned), _NOBLOCK)
         self._acknowledged = self._taken
         self._unacknowledged_bytes = 0
 

@@ -3,8 +3,10 @@
 :func:`worker_main` is the target of the ``multiprocessing`` process. It
 connects a PAIR socket to the consumer, iterates the streamer, packs samples
 into messages (several small samples per message, see :class:`Sender`) and
-sends them, then an end or an error message, and waits for the consumer's
-:data:`~._zmq_wire.STOP` before it closes.
+sends them, then an end or an error message. It then exits on the consumer's
+STOP or, if none comes within :data:`FINISH_WAIT_MS`, as soon as ZeroMQ has
+handed its last messages over (the consumer's queue always has room for them:
+the flow control keeps the data messages in flight below ZeroMQ's limit).
 
 It stops early, closing the source so its ``finally:`` runs, when
 
@@ -65,6 +67,11 @@ MAX_IN_FLIGHT = 64
 #: ZeroMQ's own queue limit per direction. The flow control keeps the data below
 #: it, and the consumer sends at most one acknowledgement per data message.
 HWM = 4 * MAX_IN_FLIGHT
+#: Milliseconds a finished worker waits for a STOP before it leaves by itself.
+FINISH_WAIT_MS = 5
+#: Milliseconds it then waits to hand over its last messages. A live consumer
+#: takes them at once; this bounds only a consumer that closes just then.
+FINISH_LINGER_MS = 250
 #: Seconds between two looks at the parent process.
 WATCH_EVERY = 0.25
 #: Seconds a cancelled close blocks for a worker ending on SIGTERM, before SIGKILL.
@@ -222,14 +229,6 @@ class Sender:
         self.socket.poll(None, _POLLIN)
         self.check_control()
 
-    def wait_for_stop(self) -> None:
-        """Block until the consumer sends STOP (after the end or an error)."""
-        while not self.stopped:
-            try:
-                self.wait_for_control()
-            except Stopped:
-                return
-
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
@@ -261,16 +260,25 @@ def _remove_socket_dir(address: str) -> None:
         os.rmdir(directory)
 
 
-def _watch_parent(consumer_pid: int, start_method: str, address: str) -> None:
-    """Watchdog thread: end this process when the consumer process is gone."""
+def _parent_watch(consumer_pid: int, start_method: str) -> tuple[int | None, int]:
+    """Return what the watchdog looks at: the parent's sentinel and the parent pid to expect."""
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
     expected = os.getppid()  # the forkserver's pid under 'forkserver'
     if expected != consumer_pid and start_method != "forkserver":
         expected = -1  # the consumer died before we looked
+    return sentinel, expected
+
+
+def _watch_parent(sentinel: int | None, expected: int, address: str) -> None:
+    """Watchdog thread: end this process when the consumer process is gone.
+
+    It waits in ``select`` (without the GIL) so it takes nothing from the main
+    thread, which is busy getting the first sample out.
+    """
     while True:
         if sentinel is not None:
-            gone = bool(multiprocessing.connection.wait([sentinel], WATCH_EVERY))
+            gone = bool(select.select([sentinel], [], [], WATCH_EVERY)[0])
         else:  # pragma: no cover - multiprocessing always gives one
             time.sleep(WATCH_EVERY)
             gone = False
@@ -323,10 +331,12 @@ def worker_main(
     consumer's private directory when it is in :data:`~._zmq_wire.SHM_ROOT`.
     """
     code = 0
+    linger = 0  # stopped early: nothing left worth delivering
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # A bare thread (a daemon one): no start-up handshake on the way to the first sample.
-    _thread.start_new_thread(_watch_parent, (consumer_pid, start_method, address))
+    sentinel, expected = _parent_watch(consumer_pid, start_method)
+    _thread.start_new_thread(_watch_parent, (sentinel, expected, address))
     context = zmq.Context(io_threads=1)
     socket = context.socket(zmq.PAIR)
     try:
@@ -350,6 +360,7 @@ def worker_main(
             shm_threshold=shm_threshold,
         )
         _run(sender, payload, pickled, seed, start_method)
+        linger = FINISH_LINGER_MS  # the end message must reach the consumer
     except Stopped:
         pass
     except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
@@ -357,14 +368,17 @@ def worker_main(
         code = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        socket.close(linger=0)
+        socket.close(linger=linger)
+        if linger:
+            context.term()  # returns once the last messages are handed over
         if start_method == "fork":
             # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
-            # thread, which holds nothing to deliver (the consumer asked us to stop).
+            # thread when there is nothing left to deliver.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-        context.term()
+        if not linger:
+            context.term()
     if code:
         sys.exit(code)
 
@@ -388,7 +402,9 @@ def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: s
                 close()
     except Exception as exc:  # the source failed while closing
         sender.send(encode_error(sender.token, exc))
-    sender.wait_for_stop()
+    # A consumer that stops now sends STOP: exit on it, with nothing left to deliver.
+    if sender.socket.poll(FINISH_WAIT_MS, _POLLIN):
+        sender.check_control()
 
 
 # -- the parent's side: a handle on the worker process
