@@ -2,16 +2,20 @@
 
 Each activation (each ``iterate()``, each run of ``cycle()``) is a :class:`_ZMQRun`:
 on its first ``__anext__`` it binds a PAIR socket (``ipc://`` in a private
-temporary directory, or ``tcp://127.0.0.1``), starts a worker process
-(``_zmq_worker.worker_main``) that connects to it, and then receives messages
-in the wire format of ``_zmq_wire``: several small samples per message, one
-frame per large array, arrays built over the frames without copies.
+directory, on ``/dev/shm`` where it exists, or ``tcp://127.0.0.1``), starts a
+worker process (``_zmq_worker.worker_main``) that connects to it, and then
+receives messages in the wire format of ``_zmq_wire``: several small samples per
+message, large arrays mapped from shared-memory slots (``_zmq_shm``) or built
+over their own frames, without copies. It acknowledges the messages it takes in,
+which is the worker's credit to send more (flow control bounded in bytes), and
+gives back the slots whose arrays are gone.
 
 Liveness: the run watches the worker's exit (a pidfd, or the process sentinel)
 on the event loop, so a worker that dies without an end message surfaces as a
-:class:`WorkerError` instead of a hang. Closing sends STOP, then SIGTERM after
+:class:`WorkerError` instead of a hang. A worker that has sent its end message
+leaves by itself. Closing a running one sends STOP, then SIGTERM after
 ``timeout`` seconds, then SIGKILL after ``timeout`` more; the socket, the
-context and the temporary directory go with it.
+context and the private directory go with it.
 """
 
 from __future__ import annotations
@@ -145,8 +149,10 @@ class ZMQStreamer(Streamer[T]):
         Arrays of this many bytes or more travel through shared memory instead
         of the socket, with ``transport="ipc"`` where ``/dev/shm`` exists: the
         worker writes each into a file of the run's private directory there,
-        and the consumer maps it (copy on write) and unlinks it — one copy in
-        all, none in the consumer. ``None`` sends every array on the socket.
+        and the consumer maps it (copy on write, so the array is writable) —
+        one copy in all, none in the consumer. The file goes back to the worker
+        for a later array once the array and its views are gone. ``None``
+        sends every array on the socket.
 
     Raises
     ------
@@ -619,7 +625,8 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
 
     A sync consumer could go through the background-loop bridge, but large
     arrays then cross threads one by one and queue up there; receiving right
-    here keeps ZeroMQ's bounded queue as the only buffer and saves a thread.
+    here keeps the worker's bounded lead (``prefetch_bytes``) as the only buffer
+    and saves a thread.
     """
 
     _timed = False

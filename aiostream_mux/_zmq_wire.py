@@ -11,7 +11,7 @@ is msgpack of ``[VERSION, kind, token, body]``:
     message, in C order, or in Fortran order when ``fortran``;
   * ``[key, SHARED, dtype, shape, fortran, number, nbytes]`` for an array in
     shared memory: the file ``<number>.shm`` of the run's private directory,
-    which the consumer maps and unlinks;
+    which the consumer maps, and gives back once the array is gone;
   * ``[key, SCALAR, dtype, frame, offset, nbytes]`` for a numpy scalar.
 
   Arrays of at least :data:`SMALL_ARRAY` bytes travel in a frame of their own,
@@ -192,7 +192,7 @@ class Encoder:
                 f"{type(sample).__module__}.{type(sample).__qualname__}"
             )
         frames_mark = len(self.frames)
-        slots_mark = len(self._slots)
+        slots, slots_mark = self.slots, len(self._slots)  # (a failed write unsets .slots)
         small_mark = len(self._small) if self._small is not None else 0
         fields: list[list[Any]] = []
         nbytes = 0
@@ -221,8 +221,8 @@ class Encoder:
                     raise _value_error(key, value)
         except BaseException:
             del self.frames[frames_mark:]
-            if self.slots is not None:
-                self.slots.give_back(self._slots[slots_mark:])
+            if slots is not None:
+                slots.give_back(self._slots[slots_mark:])
             del self._slots[slots_mark:]
             if self._small is not None:
                 if self._small_index >= frames_mark:  # created for this sample

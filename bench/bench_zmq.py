@@ -16,17 +16,22 @@ Multiply items/s by the item size for MB/s (it is in each workload's title).
 
 Fairness (what each side does per run):
 
-- the same bytes: one float32 array per item, made once in the worker and sent
-  zero-copy (pyzmq copies frames under 64 KiB, for both), received zero-copy
-  (``copy=False``) and wrapped by ``np.frombuffer`` — ours adds a small msgpack
-  header frame per message and checks it;
+- the same bytes: one float32 array per item, made once in the worker. Raw sends
+  it zero-copy (pyzmq copies frames under 64 KiB) and receives it zero-copy
+  (``copy=False``, ``np.frombuffer``). Ours, with its defaults: arrays under 64 KiB
+  are copied into a shared frame, several samples to a message; larger ones are
+  written into a recycled shared-memory file (one copy, in the worker) and mapped
+  by the consumer (no copy), with a small msgpack header per message, checked;
 - the same process start: ``multiprocessing``'s default start method for both,
   a new process per run; the consumer's ZeroMQ context is one per process for
   both (ours shares one, raw uses ``zmq.Context.instance()``), the worker makes
   its own;
 - socket options: raw keeps pyzmq's defaults (HWM 1000 messages, kernel
-  buffer sizes); ours bounds its queues to 4 messages per side, so memory stays
-  bounded for any array size — a stricter setting than raw's, kept as is;
+  buffer sizes); ours bounds what the worker sends ahead to 16 MiB (at least two
+  messages), so memory stays bounded for any array size — stricter than raw's;
+- the consumer does not read the arrays in the transfer workloads, for every
+  variant; "consumer reads every page" repeats 4 MiB with a consumer that touches
+  each 4 KiB page of each array, where a mapping pays its page faults;
 - the end: raw receives exactly ``n`` arrays and joins its sender; ours
   receives an end message, asks the worker to stop and reaps it.
 
@@ -116,6 +121,18 @@ def drain(it: Any) -> int:
     return count
 
 
+PAGE = 4096 // 4  # float32 elements per 4 KiB page
+
+
+def drain_touching(it: Any) -> int:
+    """Drain, reading one float32 of every 4 KiB page of each array."""
+    count = 0
+    for sample in it:
+        sample["x"][::PAGE].sum()
+        count += 1
+    return count
+
+
 async def adrain(ait: Any) -> int:
     count = 0
     async for _ in ait:
@@ -123,7 +140,9 @@ async def adrain(ait: Any) -> int:
     return count
 
 
-def raw_receive(n: int, nbytes: int, transport: str, first_only: bool = False) -> int:
+def raw_receive(
+    n: int, nbytes: int, transport: str, first_only: bool = False, touch: bool = False
+) -> int:
     """Start a raw sender process and receive its ``n`` arrays (or the first, then stop it).
 
     The receiving context is the process's shared one (``zmq.Context.instance()``),
@@ -146,7 +165,9 @@ def raw_receive(n: int, nbytes: int, transport: str, first_only: bool = False) -
         count = 0
         for _ in range(n):
             frame = socket.recv(copy=False)
-            np.frombuffer(frame.buffer, dtype=np.float32)
+            x = np.frombuffer(frame.buffer, dtype=np.float32)
+            if touch:
+                x[::PAGE].sum()
             count += 1
             if first_only:
                 process.terminate()  # a stream stopped mid-way, like the others
@@ -204,8 +225,31 @@ def transfer(nbytes: int, n: int) -> Workload:
         items=n,
         note=f"1 item = {nbytes:,} bytes: MB/s = items/s x {nbytes / 1e6:g}; "
         "each run starts its worker process; zero-copy both ways for every ZeroMQ "
-        "variant; raw keeps pyzmq's default HWM (1000), ours bounds its queues to 4 "
-        "messages",
+        "variant; raw keeps pyzmq's default HWM (1000), ours bounds the worker's lead "
+        "to 16 MiB; ours sends arrays of 64 KiB and more through shared memory",
+    )
+
+
+def touching(nbytes: int, n: int) -> Workload:
+    """4 MiB arrays, a consumer that reads every page of each."""
+    return Workload(
+        f"ZMQ transfer of {_size(nbytes)} float32 arrays, consumer reads every page",
+        {
+            MUX_SYNC: lambda: drain_touching(
+                ZMQStreamer(aiostream_mux.Streamer(arrays, n, nbytes))
+            ),
+            PESCADOR: lambda: drain_touching(
+                pescador.ZMQStreamer(pescador.Streamer(arrays, n, nbytes))
+            ),
+            RAW_IPC: lambda: raw_receive(n, nbytes, "ipc", touch=True),
+        },
+        ratios=(
+            Ratio(MUX_SYNC, PESCADOR, target=1.3),
+            Ratio(MUX_SYNC, RAW_IPC, target=0.9),
+        ),
+        items=n,
+        note="as the transfer workload, but the consumer reads one float32 of each "
+        "4 KiB page of every array, so a mapped array pays its page faults",
     )
 
 
@@ -287,6 +331,7 @@ def two_workers(n: int, work: int) -> Workload:
 
 def workloads(*, quick: bool = False) -> list[Workload]:
     found = [transfer(nbytes, q if quick else n) for nbytes, n, q in SIZES]
+    found.append(touching(4 * MiB, 16 if quick else 128))
     found.append(first_item(2 if quick else 5))
     found.append(two_workers(40 if quick else 200, 100_000))
     return found

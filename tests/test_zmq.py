@@ -867,6 +867,25 @@ def test_sync_malformed_message_is_rejected(
         list(ZMQStreamer(Streamer([kind]), timeout=2))
 
 
+def test_finished_worker_leaves_by_itself_and_nothing_is_lost(no_leftovers: None) -> None:
+    # A worker that has sent its whole stream exits without waiting for a STOP;
+    # the samples and the end message it sent before are all still received.
+    with ZMQStreamer(Streamer(counter, 300)).iterate() as stream:
+        first = next(stream)
+        assert wait_until_gone(first["pid"])  # no STOP was sent: it left by itself
+        rest = list(stream)
+    assert [s["i"] for s in [first, *rest]] == list(range(300))
+
+
+@pytest.mark.asyncio
+async def test_finished_worker_leaves_by_itself_async(no_leftovers: None) -> None:
+    async with ZMQStreamer(Streamer(counter, 300)).iterate() as stream:
+        first = await stream.__anext__()
+        assert await asyncio.to_thread(wait_until_gone, first["pid"])
+        rest = [s async for s in stream]
+    assert [s["i"] for s in [first, *rest]] == list(range(300))
+
+
 def test_dropped_sync_run_ends_its_worker(no_leftovers: None) -> None:
     run = ZMQStreamer(Streamer(forever))._start()
     assert isinstance(run, _ZMQSyncRun)
