@@ -280,6 +280,7 @@ class _RunBase(Generic[T]):
         self._watching = False
         self._wait = _Wait()
         self._received = 0
+        self._finished = False  # the worker's end or error message has arrived
         self._taken = 0  # data messages taken in
         self._acknowledged = 0  # ... and acknowledged to the worker
         self._unacknowledged_bytes = 0
@@ -365,6 +366,7 @@ class _RunBase(Generic[T]):
                 ):
                     self._acknowledge()
                 return True
+            self._finished = True  # an end or an error: the worker's source is closed
             if kind == END:
                 count = decoder.end(body)
                 if count != self._received:
@@ -404,6 +406,38 @@ class _RunBase(Generic[T]):
                 shadow.send(encode_ack(self._taken, returned), _NOBLOCK)
         self._acknowledged = self._taken
         self._unacknowledged_bytes = 0
+
+    def _ask_to_leave(self) -> None:
+        """Take the first step of closing a running worker.
+
+        A worker whose end or error message has arrived has closed its source and
+        only waits to be let go: SIGTERM does that at once. Any other gets the
+        polite STOP, which it takes between two samples.
+        """
+        child = self._child
+        assert child is not None
+        if self._finished or self._end_queued():
+            child.signal(signal.SIGTERM)
+            return
+        self._send_stop()
+        self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
+
+    def _end_queued(self) -> bool:
+        """Whether the end or error message is already here (what comes before is dropped)."""
+        shadow, decoder = self._shadow, self._decoder
+        if shadow is None or decoder is None:
+            return False
+        while True:
+            try:
+                frames = shadow.recv_multipart(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            try:
+                kind, _ = decoder.header(frames)
+            except Malformed:
+                return False
+            if kind != DATA:
+                return True
 
     def _send_stop(self) -> None:
         shadow = self._shadow
@@ -597,8 +631,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         self._watch_exit()
         try:
             if not self._exited_now():
-                self._send_stop()
-                self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
+                self._ask_to_leave()
                 timeout = self._owner.timeout
                 if not await self._wait_exit(timeout):
                     child.signal(signal.SIGTERM)
@@ -697,8 +730,7 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             child = self._child
             if child is not None and not child.exited():
                 try:
-                    self._send_stop()
-                    self._close_sockets(linger=STOP_LINGER_MS)
+                    self._ask_to_leave()
                     timeout = self._owner.timeout
                     if not child.exited(timeout):
                         child.signal(signal.SIGTERM)

@@ -384,27 +384,37 @@ def worker_main(
 
 
 def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: str) -> None:
+    """Send the stream, then an end message, or an error message for its first failure.
+
+    The source is closed before either goes, so that message says the worker has
+    nothing left to do: the consumer may then end it with SIGTERM.
+    """
     items: Iterator[Any] | None = None
     try:
+        items = _items(_load(payload, pickled, start_method), seed)
+        for sample in items:
+            sender.add(sample)
+        sender.flush()
+        _close(items)
+        message = encode_end(sender.token, sender.sent)
+    except Exception as exc:
+        # Samples before the failure arrive first (a bad sample is never queued).
+        sender.flush()
         try:
-            items = _items(_load(payload, pickled, start_method), seed)
-            for sample in items:
-                sender.add(sample)
-            sender.flush()
-            sender.send(encode_end(sender.token, sender.sent))
-        except Exception as exc:
-            # Samples before the failure arrive first (a bad sample is never queued).
-            sender.flush()
-            sender.send(encode_error(sender.token, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-    except Exception as exc:  # the source failed while closing
-        sender.send(encode_error(sender.token, exc))
+            _close(items)
+        except Exception as late:  # the first failure is the one to report
+            exc.add_note(f"Closing the source then raised {type(late).__name__}: {late}")
+        message = encode_error(sender.token, exc)
+    sender.send(message)
     # A consumer that stops now sends STOP: exit on it, with nothing left to deliver.
     if sender.socket.poll(FINISH_WAIT_MS, _POLLIN):
         sender.check_control()
+
+
+def _close(items: Iterator[Any] | None) -> None:
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 # -- the parent's side: a handle on the worker process

@@ -42,6 +42,23 @@ def counter(n: int, size: int = 4) -> Iterator[Sample]:
         yield {"x": np.full(size, i, dtype=np.float32), "i": i, "pid": os.getpid()}
 
 
+def finite(n: int, marker: str) -> Iterator[Sample]:
+    """``n`` samples; touches ``marker`` in its ``finally:``."""
+    try:
+        for i in range(n):
+            yield {"i": i}
+    finally:
+        Path(marker).touch()
+
+
+def bad_sample_then_bad_close() -> Iterator[Sample]:
+    try:
+        yield {"ok": 1}
+        yield {"bad": object()}  # a DataError in the worker
+    finally:
+        raise RuntimeError("closing failed too")
+
+
 async def acounter(n: int) -> AsyncIterator[Sample]:
     for i in range(n):
         await asyncio.sleep(0)
@@ -884,6 +901,28 @@ async def test_finished_worker_leaves_by_itself_async(no_leftovers: None) -> Non
         assert await asyncio.to_thread(wait_until_gone, first["pid"])
         rest = [s async for s in stream]
     assert [s["i"] for s in [first, *rest]] == list(range(300))
+
+
+def test_source_is_closed_before_the_end_arrives(tmp_path: Path, no_leftovers: None) -> None:
+    marker = tmp_path / "finally-ran"
+    assert [s["i"] for s in ZMQStreamer(Streamer(finite, 5, str(marker)))] == list(range(5))
+    assert marker.exists()  # the end message says the source is closed: no race
+
+
+def test_a_failing_close_is_noted_on_the_first_error(no_leftovers: None) -> None:
+    with pytest.raises(DataError, match="'bad'") as info:
+        list(ZMQStreamer(Streamer(bad_sample_then_bad_close)))
+    remote = cast(str, info.value.remote_traceback)  # type: ignore[attr-defined]
+    assert "Closing the source then raised RuntimeError: closing failed too" in remote
+
+
+def test_a_finished_worker_is_seen_as_finished(no_leftovers: None) -> None:
+    run = ZMQStreamer(Streamer(counter, 5))._start()
+    assert isinstance(run, _ZMQSyncRun)
+    pid = next(run)["pid"]
+    assert wait_until_gone(pid)  # it left by itself, its end message queued here
+    assert run._end_queued()
+    run.close()
 
 
 def test_dropped_sync_run_ends_its_worker(no_leftovers: None) -> None:
