@@ -25,7 +25,6 @@ import _thread
 import contextlib
 import itertools
 import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import select
@@ -126,7 +125,6 @@ class Sender:
             self.slots = SlotWriter(shared_dir, keep_bytes=prefetch_bytes)
         self.encoder = Encoder(token, slots=self.slots, shared_bytes=shm_threshold or 0)
         self.sent = 0
-        self.stopped = False
         self._first = 0.0
         self._last = time.perf_counter()
         self._in_flight: deque[int] = deque()  # sizes of unacknowledged data messages
@@ -204,7 +202,6 @@ class Sender:
                 return
             control = parse_control(message)
             if control is None:
-                self.stopped = True
                 raise Stopped
             acknowledged, returned = control
             if returned:
