@@ -35,9 +35,9 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.reduction import ForkingPickler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
@@ -71,6 +71,8 @@ FINISH_WAIT_MS = 5
 #: Milliseconds it then waits to hand over its last messages. A live consumer
 #: takes them at once; this bounds only a consumer that closes just then.
 FINISH_LINGER_MS = 250
+#: Seconds a forked worker runs before its watchdog thread starts (see _Watchdog).
+WATCHDOG_AFTER = 1.0
 #: Seconds between two looks at the parent process.
 WATCH_EVERY = 0.25
 #: Seconds a cancelled close blocks for a worker ending on SIGTERM, before SIGKILL.
@@ -125,6 +127,9 @@ class Sender:
             self.slots = SlotWriter(shared_dir, keep_bytes=prefetch_bytes)
         self.encoder = Encoder(token, slots=self.slots, shared_bytes=shm_threshold or 0)
         self.sent = 0
+        #: When (``time.perf_counter``) to call ``start_watchdog``, if ever.
+        self.watchdog_due: float | None = None
+        self.start_watchdog: Callable[[], None] | None = None
         self._first = 0.0
         self._last = time.perf_counter()
         self._in_flight: deque[int] = deque()  # sizes of unacknowledged data messages
@@ -136,6 +141,10 @@ class Sender:
         """Queue ``sample``, and send the message if it is due."""
         now = time.perf_counter()
         gap = now - self._last
+        due = self.watchdog_due
+        if due is not None and now >= due and self.start_watchdog is not None:
+            self.watchdog_due = None
+            self.start_watchdog()
         encoder = self.encoder
         encoder.add(sample)
         if encoder.count == 1:
@@ -287,6 +296,64 @@ def _watch_parent(sentinel: int | None, expected: int, address: str) -> None:
     os._exit(1)
 
 
+class _Watchdog:
+    """End this worker when its consumer process is gone (see :func:`_watch_parent`).
+
+    The watching thread and its GIL handovers cost a short-lived forked worker
+    some 0.2 ms, so there it starts only once the worker has run for
+    :data:`WATCHDOG_AFTER` seconds; the kernel stands in until then: it sends
+    :data:`PARENT_DEATH_SIGNAL` when the thread that forked the worker ends, and
+    the handler starts the watching thread at once, which ends the worker if the
+    consumer itself is gone. Under ``spawn`` and ``forkserver`` (whose parent is
+    not the consumer's thread) it starts at once.
+    """
+
+    def __init__(self, consumer_pid: int, start_method: str, address: str) -> None:
+        self._args = (*_parent_watch(consumer_pid, start_method), address)
+        self.started = False
+        if start_method != "fork" or not _ask_for_parent_death_signal(consumer_pid, self):
+            self.start()
+
+    def start(self) -> None:
+        """Start the watching thread, once."""
+        if not self.started:
+            self.started = True
+            # A bare thread (a daemon one): no start-up handshake.
+            _thread.start_new_thread(_watch_parent, self._args)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.start()
+
+
+#: The kernel's word, to a forked worker, that the thread that forked it ended.
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # not Linux
+        return None
+
+
+#: Looked up once in the consumer, so a forked worker finds it ready.
+_PRCTL = _prctl() if sys.platform.startswith("linux") else None
+
+
+def _ask_for_parent_death_signal(consumer_pid: int, watchdog: _Watchdog) -> bool:
+    """Have the kernel signal the watchdog when the forking thread ends; False if it cannot."""
+    if _PRCTL is None:
+        return False
+    signal.signal(PARENT_DEATH_SIGNAL, watchdog.on_signal)
+    if _PRCTL(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0) != 0:
+        return False
+    # The consumer may have gone between the fork and the request.
+    return os.getppid() == consumer_pid
+
+
 def _load(payload: Any, pickled: bool, start_method: str) -> Any:
     if not pickled:
         return payload
@@ -301,11 +368,18 @@ def _load(payload: Any, pickled: bool, start_method: str) -> Any:
 
 
 def _items(streamer: Any, seed: Any) -> Iterator[Any]:
+    """Iterate ``streamer``: its own run when that is a sync iterator, else a Stream."""
+    from ._engine import _is_async_run
     from ._streamer import Stream, Streamer
 
-    if isinstance(streamer, Streamer):
-        return iter(Stream(streamer, _seed=seed))
-    return iter(streamer.iterate())  # a pescador Streamer
+    if not isinstance(streamer, Streamer):
+        return iter(streamer.iterate())  # a pescador Streamer
+    if not streamer._is_async():
+        run = streamer._start(seed)
+        if not _is_async_run(run):
+            return cast("Iterator[Any]", run)  # nothing for a Stream to add here
+        # An async run after all: not started yet, so it can simply be dropped.
+    return iter(Stream(streamer, _seed=seed))
 
 
 def worker_main(
@@ -331,9 +405,7 @@ def worker_main(
     linger = 0  # stopped early: nothing left worth delivering
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    # A bare thread (a daemon one): no start-up handshake on the way to the first sample.
-    sentinel, expected = _parent_watch(consumer_pid, start_method)
-    _thread.start_new_thread(_watch_parent, (sentinel, expected, address))
+    watchdog = _Watchdog(consumer_pid, start_method, address)
     context = zmq.Context(io_threads=1)
     socket = context.socket(zmq.PAIR)
     try:
@@ -356,6 +428,9 @@ def worker_main(
             shared_dir=shared_dir,
             shm_threshold=shm_threshold,
         )
+        if not watchdog.started:
+            sender.watchdog_due = time.perf_counter() + WATCHDOG_AFTER
+            sender.start_watchdog = watchdog.start
         _run(sender, payload, pickled, seed, start_method)
         linger = FINISH_LINGER_MS  # the end message must reach the consumer
     except Stopped:

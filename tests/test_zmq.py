@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -923,6 +924,22 @@ def test_a_finished_worker_is_seen_as_finished(no_leftovers: None) -> None:
     assert wait_until_gone(pid)  # it left by itself, its end message queued here
     assert run._end_queued()
     run.close()
+
+
+def test_worker_outlives_the_thread_that_started_it(tmp_path: Path, no_leftovers: None) -> None:
+    # A forked worker asks the kernel for a signal when the thread that forked it
+    # ends; the consumer process is still there, so the worker must go on.
+    marker = tmp_path / "finally-ran"
+    stream = ZMQStreamer(Streamer(forever, str(marker))).iterate()
+    first: list[Sample] = []
+    starter = threading.Thread(target=lambda: first.append(next(stream)))
+    starter.start()
+    starter.join()
+    rest = [next(stream) for _ in range(2000)]
+    assert [s["i"] for s in first + rest] == list(range(2001))
+    assert alive(first[0]["pid"])
+    stream.close()
+    assert marker.exists()  # and it still stops politely
 
 
 def test_dropped_sync_run_ends_its_worker(no_leftovers: None) -> None:
