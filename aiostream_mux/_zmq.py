@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -388,7 +389,7 @@ class _RunBase(Generic[T]):
         )
 
     def _owes_acknowledgement(self) -> bool:
-        return self._taken != self._acknowledged or bool(self._slots and self._slots.returned)
+        return self._taken != self._acknowledged or bool(self._slots and self._slots.owes())
 
     def _acknowledge(self) -> None:
         """Tell the worker how many data messages were taken in: credit to send more.
@@ -397,13 +398,16 @@ class _RunBase(Generic[T]):
         messages) so the worker never waits on a busy consumer, and always before
         the consumer waits for a message, so neither waits on the other.
         """
-        shadow = self._shadow
-        if shadow is not None:
-            returned = self._slots.take_returned() if self._slots is not None else ()
-            # Again only once the worker has finished and gone: nothing to tell it.
-            # (While it runs the queue has room: one acknowledgement per data message.)
-            with contextlib.suppress(zmq.Again):
-                shadow.send(encode_ack(self._taken, returned), _NOBLOCK)
+        shadow, slots = self._shadow, self._slots
+        if shadow is None:
+            return
+        returned, retired = slots.take() if slots is not None else ([], [])
+        try:
+            shadow.send(encode_ack(self._taken, returned, retired), _NOBLOCK)
+        except zmq.Again:  # the worker is gone, or its queue full: keep it for next time
+            if slots is not None:
+                slots.put_back(returned, retired)
+            return
         self._acknowledged = self._taken
         self._unacknowledged_bytes = 0
 
@@ -416,10 +420,11 @@ class _RunBase(Generic[T]):
         """
         child = self._child
         assert child is not None
-        if self._finished or self._end_queued():
+        if self._finished or self._end_queued() or not self._send_stop():
+            # Done, or not connected yet (a spawned worker still starting): nothing to
+            # stop politely between two samples.
             child.signal(signal.SIGTERM)
             return
-        self._send_stop()
         self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
 
     def _end_queued(self) -> bool:
@@ -439,11 +444,16 @@ class _RunBase(Generic[T]):
             if kind != DATA:
                 return True
 
-    def _send_stop(self) -> None:
+    def _send_stop(self) -> bool:
+        """Send STOP; False if it cannot go (the worker has not connected yet)."""
         shadow = self._shadow
-        if shadow is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                shadow.send(STOP, zmq.NOBLOCK)
+        if shadow is None:
+            return False
+        try:
+            shadow.send(STOP, _NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
 
     # -- close
     def _release(self) -> None:
@@ -485,7 +495,9 @@ class _RunBase(Generic[T]):
             directory, self._dir = self._dir, None
             if child is not None:
                 child.signal(signal.SIGTERM)  # the worker still closes its source
-                if self._watching and loop is not None and not loop.is_closed():
+                if sys.is_finalizing():
+                    pass  # no new threads now; the worker sees its consumer go and exits
+                elif self._watching and loop is not None and not loop.is_closed():
                     loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout, directory)
                 else:
                     reap_later(child, self._owner.timeout, directory)
@@ -576,6 +588,11 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         assert shadow is not None
         assert loop is not None
         assert exited is not None
+        if not self._watching:  # a launch cancelled while the worker was starting
+            start = self._start_future
+            if start is not None and not start.done():
+                await asyncio.shield(start)
+            self._watch_exit()
         deadline: float | None = None
         while True:
             try:

@@ -12,8 +12,9 @@ collected and the consumer gives the slot back with its next acknowledgement
 over pages the kernel has already allocated. A steady stream of large arrays
 thus costs one memory copy each, in the worker.
 
-A slot mapped when the consumer process forks is never given back: the child
-still has the mapping, and would see a later array written into the file.
+A slot mapped when the consumer process forks is retired instead of given back:
+the worker deletes it (the pages live on while a child maps them), since the
+child would see a later array written into the file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import contextlib
 import functools
 import mmap
 import os
+import resource
 import stat
+import sys
+import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -129,6 +133,19 @@ class SlotWriter:
         with contextlib.suppress(OSError):
             os.unlink(slot_path(self.directory, slot))
 
+    def retire(self, slots: Iterable[int]) -> None:
+        """Delete ``slots``: the consumer forked while it mapped them, so a child may still.
+
+        Raises
+        ------
+        SlotError
+            For a slot that is not in use.
+        """
+        for slot in slots:
+            if self._used.pop(slot, None) is None:
+                raise SlotError(f"slot {slot} was retired, but it is not in use")
+            self._drop(slot)  # the pages live on while a process maps them
+
     def give_back(self, slots: Iterable[int]) -> None:
         """Take back ``slots`` from the consumer (or from a sample that was not sent).
 
@@ -149,23 +166,59 @@ class SlotWriter:
                 self._drop(slot)
 
 
-#: Bumped before every fork of this process: mappings made before it are never given back.
+#: Bumped before every fork of this process: mappings made before it are never reused.
 _forks = [0]
+#: Live mappings in this process, all readers together.
+_live = [0]
+#: Held across a mapping and its record, by the fork hooks, and by the callbacks.
+_lock = threading.RLock()
 
 
-def _forking() -> None:
+def _before_fork() -> None:
+    _lock.acquire()
     _forks[0] += 1
 
 
+def _after_fork() -> None:
+    _lock.release()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_forking)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
+
+# Before Python 3.13 an mmap keeps a file descriptor of its own while it lives.
+_MMAP_OPTIONS: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
-def _gone(mapped: dict[int, Any], returned: deque[int], slot: int, forks: int, _: object) -> None:
+def _max_mapped() -> int:
+    """How many arrays may be live mappings at once before the next is copied."""
+    if _MMAP_OPTIONS:
+        return 1 << 30  # no descriptor each
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    return max(16, min(MAX_MAPPED, limit // 4))
+
+
+#: Live mappings at most (each holds a file descriptor before Python 3.13).
+MAX_MAPPED = 256
+
+
+def _gone(
+    mapped: dict[int, Any],
+    returned: deque[int],
+    retired: deque[int],
+    slot: int,
+    forks: int,
+    _: object,
+) -> None:
     # A weakref callback, on whatever thread dropped the last reference.
-    mapped.pop(slot, None)
-    if forks == _forks[0]:
-        returned.append(slot)
+    with _lock:
+        mapped.pop(slot, None)
+        _live[0] -= 1
+        # A child forked meanwhile may still map it: never write it again.
+        (returned if forks == _forks[0] else retired).append(slot)
 
 
 class SlotReader:
@@ -178,14 +231,18 @@ class SlotReader:
         self.directory = directory
         #: Slots to give back to the worker with the next acknowledgement.
         self.returned: deque[int] = deque()
+        #: Slots done with here but mapped when this process forked: to delete.
+        self.retired: deque[int] = deque()
         self._mapped: dict[int, weakref.ref[mmap.mmap]] = {}
+        self._max_mapped = _max_mapped()
 
     def map(self, slot: Any, nbytes: int) -> mmap.mmap | bytearray:
         """Map ``slot`` (``nbytes`` bytes) privately, copy on write.
 
-        When no more mappings can be made (a process holding tens of thousands of
-        arrays meets ``vm.max_map_count``), the bytes are read into memory of
-        their own instead, and the slot is given back at once.
+        The bytes are read into memory of their own instead, and the slot given
+        back at once, when :func:`_max_mapped` arrays are mapped already (each
+        mapping holds a file descriptor before Python 3.13), or when no more
+        mappings can be made (``vm.max_map_count``).
 
         Raises
         ------
@@ -207,15 +264,22 @@ class SlotReader:
                 raise SlotError(
                     f"shared-memory slot {slot} holds {info.st_size} bytes, not {nbytes}"
                 )
-            try:
-                mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE)
-            except OSError:  # out of mappings (vm.max_map_count): copy, give back at once
-                return self._read(fd, nbytes, slot)
+            with _lock:  # no fork between the mapping and its record
+                if _live[0] >= self._max_mapped:
+                    return self._read(fd, nbytes, slot)
+                try:
+                    mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, **_MMAP_OPTIONS)
+                except OSError:  # out of mappings
+                    return self._read(fd, nbytes, slot)
+                _live[0] += 1
+                self._mapped[slot] = weakref.ref(
+                    mapping,
+                    functools.partial(
+                        _gone, self._mapped, self.returned, self.retired, slot, _forks[0]
+                    ),
+                )
         finally:
             os.close(fd)
-        self._mapped[slot] = weakref.ref(
-            mapping, functools.partial(_gone, self._mapped, self.returned, slot, _forks[0])
-        )
         return mapping
 
     def _read(self, fd: int, nbytes: int, slot: int) -> bytearray:
@@ -229,7 +293,19 @@ class SlotReader:
         self.returned.append(slot)
         return data
 
-    def take_returned(self) -> list[int]:
-        """Return the slots to give back now, and forget them."""
-        returned = self.returned
-        return [returned.popleft() for _ in range(len(returned))]
+    def owes(self) -> bool:
+        """Whether there are slots to give back or to retire."""
+        return bool(self.returned or self.retired)
+
+    def take(self) -> tuple[list[int], list[int]]:
+        """Return the slots to give back and those to retire now, and forget them."""
+        returned, retired = self.returned, self.retired
+        return (
+            [returned.popleft() for _ in range(len(returned))],
+            [retired.popleft() for _ in range(len(retired))],
+        )
+
+    def put_back(self, returned: list[int], retired: list[int]) -> None:
+        """Keep slots taken by :meth:`take` that could not be sent, for the next time."""
+        self.returned.extendleft(reversed(returned))
+        self.retired.extendleft(reversed(retired))

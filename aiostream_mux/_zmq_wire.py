@@ -45,6 +45,7 @@ import shutil
 import struct
 import tempfile
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -280,17 +281,20 @@ class Encoder:
         return frames
 
 
-def encode_ack(taken: int, returned: list[int] | tuple[int, ...] = ()) -> bytes:
+def encode_ack(taken: int, returned: Sequence[int] = (), retired: Sequence[int] = ()) -> bytes:
     """Encode the consumer's acknowledgement.
 
     ``taken`` data messages were taken in so far; ``returned`` are the
-    shared-memory slots whose arrays are gone since the last acknowledgement.
+    shared-memory slots whose arrays are gone since the last acknowledgement,
+    and ``retired`` those that may not be written again (see ``_zmq_shm``).
     """
-    return ACK + struct.pack(f"<{1 + len(returned)}Q", taken, *returned)
+    return ACK + struct.pack(
+        f"<{2 + len(returned) + len(retired)}Q", taken, len(returned), *returned, *retired
+    )
 
 
-def parse_control(message: bytes) -> tuple[int, tuple[int, ...]] | None:
-    """Read a message from the consumer: ``(taken, returned)``, or None for STOP.
+def parse_control(message: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]] | None:
+    """Read a message from the consumer: ``(taken, returned, retired)``, or None for STOP.
 
     Raises
     ------
@@ -300,9 +304,10 @@ def parse_control(message: bytes) -> tuple[int, tuple[int, ...]] | None:
     if message == STOP:
         return None
     size = len(message) - len(ACK)
-    if size >= 8 and size % 8 == 0 and message.startswith(ACK):
-        taken, *returned = struct.unpack_from(f"<{size // 8}Q", message, len(ACK))
-        return taken, tuple(returned)
+    if size >= 16 and size % 8 == 0 and message.startswith(ACK):
+        taken, n_returned, *slots = struct.unpack_from(f"<{size // 8}Q", message, len(ACK))
+        if n_returned <= len(slots):
+            return taken, tuple(slots[:n_returned]), tuple(slots[n_returned:])
     raise Malformed(f"an unknown message from the consumer: {_short(message)}")
 
 
@@ -490,7 +495,10 @@ class Decoder:
                         buf = self._map(field[5], field[6], count * dtype.itemsize)
                         shared += len(buf)
                     array = frombuffer(buf, dtype, count)
-                    array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+                    try:
+                        array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+                    except ValueError:  # more dimensions or a larger one than numpy takes
+                        raise Malformed(f"key {key!r}: a shape {_short(shape)}") from None
                     # A small message may sit at any address in ZeroMQ's receive buffer.
                     if copy or not array.flags.aligned:
                         array = array.copy(order="K")

@@ -212,12 +212,13 @@ class Sender:
             control = parse_control(message)
             if control is None:
                 raise Stopped
-            acknowledged, returned = control
-            if returned:
+            acknowledged, returned, retired = control
+            if returned or retired:
                 if self.slots is None:
                     raise WorkerError("the consumer gave back shared memory it was never given")
                 try:
                     self.slots.give_back(returned)
+                    self.slots.retire(retired)
                 except SlotError as exc:
                     raise WorkerError(f"the consumer broke the protocol: {exc}") from None
             released = acknowledged - self._acknowledged
@@ -399,8 +400,45 @@ def worker_main(
     """Run the streamer and send its samples to the consumer at ``address``.
 
     With ``shm_threshold``, arrays of that many bytes or more go as files in the
-    consumer's private directory when it is in :data:`~._zmq_wire.SHM_ROOT`.
+    consumer's private directory when it is in :data:`~._zmq_shm.SHM_ROOT`.
     """
+    try:
+        _serve(
+            address,
+            token,
+            payload,
+            pickled,
+            seed,
+            consumer_pid,
+            start_method,
+            copy,
+            batch_bytes,
+            batch_latency,
+            prefetch_bytes,
+            shm_threshold,
+        )
+    except Stopped:  # SIGTERM while starting or leaving, with no source to close
+        if start_method == "fork":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def _serve(
+    address: str,
+    token: bytes,
+    payload: Any,
+    pickled: bool,
+    seed: Any,
+    consumer_pid: int,
+    start_method: str,
+    copy: bool,
+    batch_bytes: int,
+    batch_latency: float,
+    prefetch_bytes: int,
+    shm_threshold: int | None,
+) -> None:
+    """Run the streamer and send its samples to the consumer at ``address``."""
     code = 0
     linger = 0  # stopped early: nothing left worth delivering
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import numpy as np
@@ -940,6 +940,59 @@ def test_worker_outlives_the_thread_that_started_it(tmp_path: Path, no_leftovers
     assert alive(first[0]["pid"])
     stream.close()
     assert marker.exists()  # and it still stops politely
+
+
+def slow_start(n: int) -> Iterator[Sample]:
+    time.sleep(1.0)  # simulated slow set-up in the worker
+    for i in range(n):
+        yield {"i": i}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+async def test_closing_before_the_worker_connects_is_prompt(
+    method: Literal["spawn", "forkserver"], no_leftovers: None
+) -> None:
+    # STOP cannot go to a worker that has not connected: SIGTERM at once instead
+    # of waiting ``timeout`` for an answer that cannot come.
+    run = ZMQStreamer(Streamer(slow_start, 10), start_method=method, timeout=30)._start(
+        prefer_async=True
+    )
+    assert isinstance(run, _ZMQRun)
+    task = asyncio.ensure_future(run.__anext__())
+    await asyncio.sleep(0)  # the task runs up to its wait for the worker's start
+    assert run._start_future is not None
+    assert not run._start_future.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    start = time.perf_counter()
+    await run.aclose()
+    assert time.perf_counter() - start < 15  # not the 30 s timeout
+
+
+@pytest.mark.asyncio
+async def test_a_run_cancelled_while_starting_still_sees_its_worker_die(
+    no_leftovers: None,
+) -> None:
+    run = ZMQStreamer(Streamer(slow_start, 5), start_method="spawn", timeout=1)._start(
+        prefer_async=True
+    )
+    assert isinstance(run, _ZMQRun)
+    task = asyncio.ensure_future(run.__anext__())
+    await asyncio.sleep(0)  # the task runs up to its wait for the worker's start
+    assert run._start_future is not None
+    task.cancel()  # a caller's timeout, say
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await run._start_future  # the worker process is started all the same
+    assert run.pid is not None
+    os.kill(run.pid, signal.SIGKILL)
+    try:
+        with pytest.raises(WorkerError, match="killed by SIGKILL"):
+            await asyncio.wait_for(run.__anext__(), 30)
+    finally:
+        await run.aclose()
 
 
 def test_dropped_sync_run_ends_its_worker(no_leftovers: None) -> None:

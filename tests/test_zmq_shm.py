@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,10 +92,10 @@ def test_slot_comes_back_once_its_array_is_gone_and_is_reused(tmp_path: Path) ->
     got = np.frombuffer(reader.map(0, 100 * KIB), np.uint8)
     view = got[10:]
     del got
-    assert reader.take_returned() == []  # a view still holds the mapping
+    assert reader.take()[0] == []  # a view still holds the mapping
     del view
-    assert reader.take_returned() == [0]
-    assert reader.take_returned() == []  # taken once
+    assert reader.take()[0] == [0]
+    assert reader.take()[0] == []  # taken once
     writer.give_back([0])
     assert writer.in_use == 0
     again = as_bytes(100 * KIB, 1)
@@ -152,7 +153,7 @@ def test_reader_rejects_bad_slots(tmp_path: Path) -> None:
         reader.map(8, n)  # not a regular file
     assert list(reader.returned) == []
     del held
-    assert reader.take_returned() == [0]
+    assert reader.take()[0] == [0]
 
 
 def test_a_mapping_alive_at_a_fork_is_never_given_back(tmp_path: Path) -> None:
@@ -167,7 +168,70 @@ def test_a_mapping_alive_at_a_fork_is_never_given_back(tmp_path: Path) -> None:
     assert os.waitpid(pid, 0)[1] == 0
     after = reader.map(1, 80 * KIB)
     del before, after
-    assert reader.take_returned() == [1]  # the child had slot 0: it never comes back
+    # The child had slot 0: it is retired (the worker deletes it), never reused.
+    assert reader.take() == ([1], [0])
+    writer.give_back([1])
+    writer.retire([0])
+    assert not os.path.exists(slot_path(directory, 0))
+    assert os.path.exists(slot_path(directory, 1))
+    with pytest.raises(SlotError, match="retired, but it is not in use"):
+        writer.retire([0])
+
+
+def test_a_fork_waits_for_a_mapping_being_recorded() -> None:
+    # The fork hooks hold the lock a mapping is made and recorded under, and bump
+    # the fork count: no fork falls between a mapping and its record.
+    forks = zmq_shm._forks[0]
+    zmq_shm._before_fork()
+    try:
+        outcome: list[bool] = []
+        other = threading.Thread(target=lambda: outcome.append(zmq_shm._lock.acquire(False)))
+        other.start()
+        other.join()
+        assert outcome == [False]
+        assert zmq_shm._forks[0] == forks + 1
+    finally:
+        zmq_shm._after_fork()
+    assert zmq_shm._lock.acquire(False)
+    zmq_shm._lock.release()
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_forks_retire_the_slots_they_share() -> None:
+    # A consumer forking again and again (DataLoader workers, other ZMQ workers)
+    # while it holds arrays: their slots are deleted, the directory does not grow.
+    run = ZMQStreamer(Streamer(big_arrays, 1500, 256 * KIB))._start()
+    assert isinstance(run, _ZMQSyncRun)
+    most = 0
+    for sample in run:
+        if sample["i"] % 20 == 10:  # 75 forks, each sharing the few slots mapped then
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child only leaves
+                os._exit(0)
+            os.waitpid(pid, 0)
+        if sample["i"] % 100 == 99:
+            assert run._dir is not None
+            most = max(most, len(os.listdir(run._dir)))
+    # In flight at most 16 MiB / 256 KiB = 64 slots, a few free and held: were the
+    # shared slots kept for ever, 75 forks would leave some 300 files.
+    assert most < 150
+
+
+def test_held_mappings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each live mapping holds a file descriptor before Python 3.13: past the bound,
+    # arrays are copies, and every one is right.
+    monkeypatch.setattr(zmq_shm, "MAX_MAPPED", 16)
+    bound = zmq_shm._max_mapped()
+    held = list(ZMQStreamer(Streamer(big_arrays, 60, 128 * KIB)))
+    kinds = [type(frame_of(s["x"])) for s in held]
+    if zmq_shm._MMAP_OPTIONS:  # Python 3.13+: mappings hold no descriptor, no bound
+        assert kinds.count(mmap.mmap) == 60
+    else:
+        assert bound <= 16
+        assert 0 < kinds.count(mmap.mmap) <= bound
+        assert kinds.count(bytearray) >= 60 - bound  # beyond the bound: copies
+    for s in held:
+        assert (s["x"] == s["i"]).all()
 
 
 def test_reader_copies_when_no_mapping_can_be_made(
@@ -183,7 +247,7 @@ def test_reader_copies_when_no_mapping_can_be_made(
     got = reader.map(0, data.nbytes)
     assert isinstance(got, bytearray)
     assert got == data.tobytes()
-    assert reader.take_returned() == [0]  # at once, while the copy lives
+    assert reader.take()[0] == [0]  # at once, while the copy lives
     assert reader.map(0, data.nbytes) == got  # not held as mapped
 
 
@@ -229,7 +293,7 @@ def test_big_arrays_travel_in_slots(tmp_path: Path, name: str) -> None:
     assert got["x"].flags.c_contiguous == (name != "fortran")
     assert got["x"].flags.f_contiguous == (name == "fortran")
     del got
-    writer.give_back(reader.take_returned())
+    writer.give_back(reader.take()[0])
     assert writer.in_use == 0
 
 
@@ -302,9 +366,12 @@ def test_decoder_refuses_slots_it_cannot_take(tmp_path: Path) -> None:
 
 def test_control_messages_round_trip_and_junk_is_malformed() -> None:
     assert parse_control(STOP) is None
-    assert parse_control(encode_ack(0)) == (0, ())
-    assert parse_control(encode_ack(7, [3, 2**64 - 1])) == (7, (3, 2**64 - 1))
-    for junk in [b"", b"ack:", b"ack:" + bytes(7), b"ack:" + bytes(12), b"ACK:" + bytes(8), b"x"]:
+    assert parse_control(encode_ack(0)) == (0, (), ())
+    assert parse_control(encode_ack(7, [3, 2**64 - 1])) == (7, (3, 2**64 - 1), ())
+    assert parse_control(encode_ack(9, [1], [4, 5])) == (9, (1,), (4, 5))
+    too_many = b"ack:" + struct.pack("<QQ", 1, 2) + struct.pack("<Q", 3)  # 2 returned, 1 slot
+    junk_messages = [b"", b"ack:", b"ack:" + bytes(7), b"ack:" + bytes(12), b"ack:" + bytes(8)]
+    for junk in [*junk_messages, b"ACK:" + bytes(16), b"x", too_many]:
         with pytest.raises(Malformed, match="unknown message from the consumer"):
             parse_control(junk)
 
@@ -411,7 +478,7 @@ def test_acknowledgements_give_slots_back_and_bogus_ones_are_refused(
         assert worker.poll(10_000)
         sender.check_control()
 
-    control(encode_ack(3, reader.take_returned()))
+    control(encode_ack(3, reader.take()[0]))
     assert sender.slots.in_use == 0
     assert sender._in_flight_bytes == 0
     with pytest.raises(WorkerError, match="acknowledged 4 messages, but 3 were sent"):

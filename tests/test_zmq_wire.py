@@ -244,6 +244,14 @@ MALFORMED: dict[str, list[bytes]] = {
     "object-dtype": [header(VERSION, DATA, TOKEN, [[["x", ARRAY, "|O", [1], False, 1, 0, 8]]])],
     "unknown-dtype": [header(VERSION, DATA, TOKEN, [[["x", ARRAY, "<q9", [1], False, 1, 0, 8]]])],
     "negative-dim": [header(VERSION, DATA, TOKEN, [[["x", ARRAY, "<f4", [-2], False, 1, 0, 8]]])],
+    "huge-empty-dim": [
+        header(VERSION, DATA, TOKEN, [[["x", ARRAY, "<f8", [0, 2**63], False, 1, 0, 0]]]),
+        PAYLOAD,
+    ],
+    "huge-empty-dims": [
+        header(VERSION, DATA, TOKEN, [[["x", ARRAY, "<f8", [0, 2**62, 2**62], False, 1, 0, 0]]]),
+        PAYLOAD,
+    ],
     "wrong-nbytes": [header(VERSION, DATA, TOKEN, [[["x", ARRAY, "<f4", [3], False, 1, 0, 8]]])],
     "missing-frame": [header(VERSION, DATA, TOKEN, [[GOOD_ARRAY]])],
     "frame-zero": [header(VERSION, DATA, TOKEN, [[["x", ARRAY, "<f4", [2], False, 0, 0, 8]]])],
