@@ -28,7 +28,8 @@ import zmq
 
 import aiostream_mux as am
 from aiostream_mux import ConfigError, DataError, Streamer, UnsupportedBackendError, WorkerError
-from aiostream_mux._zmq import ZMQStreamer, _ZMQRun, _ZMQSyncRun
+from aiostream_mux._zmq import ZMQStreamer
+from aiostream_mux._zmq_run import _ZMQRun, _ZMQSyncRun
 from aiostream_mux._zmq_shm import SHM_ROOT, shm_root
 from aiostream_mux._zmq_wire import RemoteTraceback
 

@@ -19,7 +19,8 @@ import zmq
 
 from aiostream_mux import DataError, Streamer, WorkerError
 from aiostream_mux import _zmq_shm as zmq_shm
-from aiostream_mux._zmq import ZMQStreamer, _ZMQSyncRun
+from aiostream_mux._zmq import ZMQStreamer
+from aiostream_mux._zmq_run import _ZMQSyncRun
 from aiostream_mux._zmq_shm import SHM_ROOT, SlotError, SlotReader, SlotWriter, slot_path
 from aiostream_mux._zmq_wire import (
     ARRAY,

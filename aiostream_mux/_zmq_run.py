@@ -1,0 +1,658 @@
+"""A ZMQStreamer activation: start the worker, receive its samples, close it.
+
+Each activation (each ``iterate()``, each run of ``cycle()``) is a :class:`_ZMQRun`:
+on its first ``__anext__`` it binds a PAIR socket (``ipc://`` in a private
+directory, on ``/dev/shm`` where it exists, or ``tcp://127.0.0.1``), starts a
+worker process (``_zmq_worker.worker_main``) that connects to it, and then
+receives messages in the wire format of ``_zmq_wire``: several small samples per
+message, large arrays mapped from shared-memory slots (``_zmq_shm``) or built
+over their own frames, without copies. It acknowledges the messages it takes in,
+which is the worker's credit to send more (flow control bounded in bytes), and
+gives back the slots whose arrays are gone.
+
+Liveness: the run watches the worker's exit (a pidfd, or the process sentinel)
+on the event loop, so a worker that dies without an end message surfaces as a
+:class:`WorkerError` instead of a hang. A worker that has sent its end message
+leaves by itself. Closing a running one sends STOP, then SIGTERM after
+``timeout`` seconds, then SIGKILL after ``timeout`` more; the socket, the
+context and the private directory go with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import zmq
+import zmq.asyncio
+
+from ._exceptions import UnsupportedBackendError, WorkerError
+from ._zmq_shm import SHM_ROOT, SlotReader
+from ._zmq_wire import DATA, END, STOP, Decoder, Malformed, bind, encode_ack
+from ._zmq_worker import HWM, MAX_IN_FLIGHT, Child, describe_exit, make_process, reap_later
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._zmq import ZMQStreamer
+
+__all__ = ["_ZMQRun", "_ZMQSyncRun"]
+
+T = TypeVar("T")
+
+#: The consumer acknowledges at least every this many data messages.
+ACK_EVERY = MAX_IN_FLIGHT // 4
+#: Seconds, at most, to wait for messages still in flight after the worker exited.
+EXIT_GRACE = 0.5
+#: Milliseconds a closed socket keeps trying to deliver STOP.
+STOP_LINGER_MS = 1000
+#: Milliseconds a blocking receive waits before it looks at the worker process.
+WATCH_MS = 50
+
+_NEW, _RUNNING, _DONE = "new", "running", "done"
+_NOBLOCK, _POLLIN, _EVENTS = int(zmq.NOBLOCK), int(zmq.POLLIN), int(zmq.EVENTS)
+
+
+class _RunBase(Generic[T]):
+    """What the async and the sync run share: start, decode, release.
+
+    Nothing happens until the first item is asked for; an async run may then be
+    iterated on another thread's event loop than the one that created it.
+    """
+
+    _socket: zmq.Socket[Any] | None
+
+    def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
+        self._owner = owner
+        self._seed = seed
+        self._items: deque[Any] = deque()
+        self._state = _NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._context: zmq.Context[Any] | None = None
+        self._socket = None
+        self._shadow: zmq.Socket[Any] | None = None
+        self._dir: str | None = None
+        self._decoder: Decoder | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._child: Child | None = None
+        self._watching = False
+        self._wait = _Wait()
+        self._received = 0
+        self._finished = False  # the worker's end or error message has arrived
+        self._taken = 0  # data messages taken in
+        self._acknowledged = 0  # ... and acknowledged to the worker
+        self._unacknowledged_bytes = 0
+        self._slots: SlotReader | None = None
+        timeout = owner.timeout
+        self._grace = EXIT_GRACE if timeout is None else min(EXIT_GRACE, timeout)
+
+    def __repr__(self) -> str:
+        return f"<ZMQStreamer run, {self._state}, worker pid {self.pid}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, once started."""
+        return self._child.pid if self._child is not None else None
+
+    # -- start
+    def _open(self, context: zmq.Context[Any]) -> str:
+        """Bind a PAIR socket of ``context``; return the address for the worker."""
+        self._state = _RUNNING
+        self._context = context
+        socket = self._socket = context.socket(zmq.PAIR)
+        socket.linger = 0
+        socket.rcvhwm = HWM
+        socket.sndhwm = HWM
+        owner = self._owner
+        address, self._dir = bind(
+            socket, owner.transport, owner.host, owner.min_port, owner.max_port, owner.max_tries
+        )
+        self._shadow = zmq.Socket.shadow(socket.underlying)
+        token = os.urandom(16)
+        slots = None
+        if owner.shm_threshold is not None and _in_shm(self._dir):
+            assert self._dir is not None
+            slots = self._slots = SlotReader(self._dir)
+        self._decoder = Decoder(token, copy=owner.copy, slots=slots)
+        return address
+
+    def _start_method(self) -> str:
+        return multiprocessing.get_context(self._owner.start_method).get_start_method()
+
+    def _start_process(self, address: str) -> None:
+        """Pickle the streamer if needed and start the worker (blocking)."""
+        owner = self._owner
+        assert self._decoder is not None
+        process = make_process(
+            owner.streamer,
+            owner.start_method,
+            address,
+            self._decoder.token,
+            self._seed,
+            copy=owner.copy,
+            batch_bytes=owner.batch_bytes,
+            batch_latency=owner.batch_latency,
+            prefetch_bytes=owner.prefetch_bytes,
+            shm_threshold=owner.shm_threshold,
+        )
+        with self._lock:
+            if self._abandoned:
+                return
+            process.start()
+            self._child = Child(process)
+
+    # -- receive
+    def _handle(self, frames: list[zmq.Frame]) -> bool:
+        """Take in one message: True for samples (now in ``_items``), False for the end.
+
+        Raises the worker's exception for an error message, and WorkerError for
+        anything malformed.
+        """
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            kind, body = decoder.header(frames)
+            if kind == DATA:
+                samples = decoder.data(body, frames)
+                self._received += len(samples)
+                self._items.extend(samples)
+                self._taken += 1
+                self._unacknowledged_bytes += decoder.nbytes
+                if (
+                    self._taken - self._acknowledged >= ACK_EVERY
+                    or self._unacknowledged_bytes * 4 >= self._owner.prefetch_bytes
+                ):
+                    self._acknowledge()
+                return True
+            self._finished = True  # an end or an error: the worker's source is closed
+            if kind == END:
+                count = decoder.end(body)
+                if count != self._received:
+                    raise Malformed(f"an end after {count} samples, but {self._received} arrived")
+                return False
+            raise decoder.error(body)
+        except Malformed as exc:
+            raise WorkerError(
+                f"unexpected message on the ZMQStreamer socket (worker pid "
+                f"{self.pid}): {exc}; the stream is closed"
+            ) from None
+
+    def _died(self) -> WorkerError:
+        child = self._child
+        code = child.process.exitcode if child is not None else None
+        return WorkerError(
+            f"the ZMQStreamer worker (pid {self.pid}) {describe_exit(code)} before the "
+            f"end of the stream, after {self._received} samples"
+        )
+
+    def _owes_acknowledgement(self) -> bool:
+        return self._taken != self._acknowledged or bool(self._slots and self._slots.owes())
+
+    def _acknowledge(self) -> None:
+        """Tell the worker how many data messages were taken in: credit to send more.
+
+        Done early (every quarter of ``prefetch_bytes``, every :data:`ACK_EVERY`
+        messages) so the worker never waits on a busy consumer, and always before
+        the consumer waits for a message, so neither waits on the other.
+        """
+        shadow, slots = self._shadow, self._slots
+        if shadow is None:
+            return
+        returned, retired = slots.take() if slots is not None else ([], [])
+        try:
+            shadow.send(encode_ack(self._taken, returned, retired), _NOBLOCK)
+        except zmq.Again:  # the worker is gone, or its queue full: keep it for next time
+            if slots is not None:
+                slots.put_back(returned, retired)
+            return
+        self._acknowledged = self._taken
+        self._unacknowledged_bytes = 0
+
+    def _ask_to_leave(self) -> None:
+        """Take the first step of closing a running worker.
+
+        A worker whose end or error message has arrived has closed its source and
+        only waits to be let go: SIGTERM does that at once. Any other gets the
+        polite STOP, which it takes between two samples.
+        """
+        child = self._child
+        assert child is not None
+        if self._finished or self._end_queued() or not self._send_stop():
+            # Done, or not connected yet (a spawned worker still starting): nothing to
+            # stop politely between two samples.
+            child.signal(signal.SIGTERM)
+            return
+        self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
+
+    def _end_queued(self) -> bool:
+        """Whether the end or error message is already here (what comes before is dropped)."""
+        shadow, decoder = self._shadow, self._decoder
+        if shadow is None or decoder is None:
+            return False
+        while True:
+            try:
+                frames = shadow.recv_multipart(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            try:
+                kind, _ = decoder.header(frames)
+            except Malformed:
+                return False
+            if kind != DATA:
+                return True
+
+    def _send_stop(self) -> bool:
+        """Send STOP; False if it cannot go (the worker has not connected yet)."""
+        shadow = self._shadow
+        if shadow is None:
+            return False
+        try:
+            shadow.send(STOP, _NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
+
+    # -- close
+    def _release(self) -> None:
+        """Reap the worker and close the socket, the context and the directory (sync)."""
+        with self._lock:
+            self._abandoned = True
+            child = self._child
+        if child is not None:
+            if self._watching and self._loop is not None:
+                self._loop.remove_reader(child.fd)
+                self._watching = False
+            child.end_now(self._owner.timeout)
+            child.reap()
+        self._close_sockets()
+        _remove(self._dir)  # the worker is gone: it writes no more files there
+        self._dir = None
+
+    def _close_sockets(self, linger: int = 0) -> None:
+        loop = self._loop
+        if self._wait.reading and loop is not None and not loop.is_closed():
+            self._wait.pause()
+        if self._socket is not None:
+            self._socket.close(linger=linger)
+        self._socket = self._shadow = self._context = None
+
+    def __del__(self) -> None:
+        # Dropped without being closed: end the worker without waiting, best effort.
+        if self._state is not _RUNNING:
+            return
+        self._state = _DONE
+        with contextlib.suppress(Exception):
+            with self._lock:
+                self._abandoned = True
+                child = self._child
+            loop = self._loop
+            wait, self._wait = self._wait, _Wait()  # _close_sockets must not touch the loop
+            if wait.reading and loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(wait.pause)
+            directory, self._dir = self._dir, None
+            if child is not None:
+                child.signal(signal.SIGTERM)  # the worker still closes its source
+                if sys.is_finalizing():
+                    pass  # no new threads now; the worker sees its consumer go and exits
+                elif self._watching and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(_forget, loop, child, self._owner.timeout, directory)
+                else:
+                    reap_later(child, self._owner.timeout, directory)
+            self._close_sockets()
+            # Now, for a consumer that looks; the reaper removes it again once the
+            # worker is gone, in case the worker was writing a shared array there.
+            _remove(directory)
+
+
+class _ZMQRun(_RunBase[T], AsyncIterator[T]):
+    """An activation consumed with ``async for``: receives with zmq.asyncio."""
+
+    def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
+        super().__init__(owner, seed)
+        self._start_future: asyncio.Future[None] | None = None
+        self._exited: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> _ZMQRun[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        items = self._items
+        if items:
+            return items.popleft()  # type: ignore[no-any-return]
+        return await self._next_message()
+
+    async def _next_message(self) -> T:
+        if self._state is _DONE:
+            raise StopAsyncIteration
+        try:
+            if self._state is _NEW:
+                await self._launch()
+            while True:
+                if not self._handle(await self._receive()):
+                    break
+                if self._items:
+                    return self._items.popleft()  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            raise  # the run stays usable; its owner closes it
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                await self.aclose()
+            raise
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def _launch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UnsupportedBackendError(
+                "ZMQStreamer receives with zmq.asyncio, so 'async for' needs asyncio "
+                "(or uvloop); under trio, iterate it with a plain 'for', which runs it "
+                "on a background asyncio loop"
+            ) from None
+        self._loop = loop
+        self._exited = loop.create_future()
+        self._exited.add_done_callback(self._wait.on_exit)
+        address = self._open(_shared_context(zmq.asyncio.Context))
+        assert self._shadow is not None
+        self._wait.loop = loop
+        self._wait.fd = cast(int, self._shadow.get(zmq.FD))
+        if self._start_method() == "fork":
+            self._start_process(address)  # a fork is quick, and needs no pickling
+        else:  # pickling, and a pipe the child reads once it runs: not on the loop
+            self._start_future = loop.run_in_executor(None, self._start_process, address)
+            await asyncio.shield(self._start_future)
+        self._watch_exit()
+
+    def _watch_exit(self) -> None:
+        """Resolve ``_exited`` when the worker process ends (a reader on the loop)."""
+        child, loop, exited = self._child, self._loop, self._exited
+        if child is None or loop is None or exited is None or self._watching:
+            return
+        # The callback holds no reference to the run, so a dropped run is collected.
+        loop.add_reader(child.fd, _exit_seen, loop, child.fd, exited)
+        self._watching = True
+
+    async def _receive(self) -> list[zmq.Frame]:
+        """Receive a message without blocking, else wait on the loop for the socket or the exit.
+
+        The socket's ZMQ_FD stays registered with the loop for the whole run, so a
+        wait costs one future: no zmq.asyncio receive future, no reader added and
+        removed per message, no ``asyncio.wait``. ZMQ_FD is edge-triggered, so a
+        receive is always tried (and ZMQ_EVENTS read) before waiting.
+        """
+        shadow, loop, exited, wait = self._shadow, self._loop, self._exited, self._wait
+        assert shadow is not None
+        assert loop is not None
+        assert exited is not None
+        if not self._watching:  # a launch cancelled while the worker was starting
+            start = self._start_future
+            if start is not None and not start.done():
+                await asyncio.shield(start)
+            self._watch_exit()
+        deadline: float | None = None
+        while True:
+            try:
+                return shadow.recv_multipart(_NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
+            if self._owes_acknowledgement():
+                self._acknowledge()
+            if cast(int, shadow.get(_EVENTS)) & _POLLIN:
+                continue
+            timer = None
+            if exited.done():
+                # The worker is gone; what it sent before may still be on the way.
+                now = loop.time()
+                if deadline is None:
+                    deadline = now + self._grace
+                elif now >= deadline:
+                    raise self._died()
+                timer = loop.call_at(deadline, wait.wake)
+            wait.listen()
+            future = wait.future = loop.create_future()
+            try:
+                await future
+            finally:
+                wait.future = None
+                if timer is not None:
+                    timer.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
+        state, self._state = self._state, _DONE
+        self._items.clear()
+        if state is not _RUNNING:
+            return
+        try:
+            await self._stop_worker()
+        finally:
+            self._release()
+
+    async def _stop_worker(self) -> None:
+        waiter = self._wait.future
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        start = self._start_future
+        if start is not None:
+            if not start.done():
+                await asyncio.wait((start,))
+            if not start.cancelled():
+                start.exception()  # retrieved: a start error was raised by _launch
+        child = self._child
+        if child is None:
+            return
+        self._watch_exit()
+        try:
+            if not self._exited_now():
+                self._ask_to_leave()
+                timeout = self._owner.timeout
+                if not await self._wait_exit(timeout):
+                    child.signal(signal.SIGTERM)
+                    if not await self._wait_exit(timeout):
+                        child.signal(signal.SIGKILL)
+                        await self._wait_exit(None)
+        except BaseException:  # cancelled while waiting: no more awaiting
+            child.end_now(self._owner.timeout)
+            raise
+
+    def _exited_now(self) -> bool:
+        return self._exited is not None and self._exited.done()
+
+    async def _wait_exit(self, seconds: float | None) -> bool:
+        exited = self._exited
+        assert exited is not None
+        if not exited.done() and seconds != 0:
+            await asyncio.wait((exited,), timeout=seconds)
+        return exited.done()
+
+
+class _ZMQSyncRun(_RunBase[T], Iterator[T]):
+    """An activation consumed with ``for``: blocking receives, no event loop.
+
+    A sync consumer could go through the background-loop bridge, but large
+    arrays then cross threads one by one and queue up there; receiving right
+    here keeps the worker's bounded lead (``prefetch_bytes``) as the only buffer
+    and saves a thread.
+    """
+
+    _timed = False
+
+    def __iter__(self) -> _ZMQSyncRun[T]:
+        return self
+
+    def __next__(self) -> T:
+        items = self._items
+        if items:
+            return items.popleft()  # type: ignore[no-any-return]
+        return self._next_message()
+
+    def _next_message(self) -> T:
+        if self._state is _DONE:
+            raise StopIteration
+        try:
+            if self._state is _NEW:
+                self._start_process(self._open(_shared_context(zmq.Context)))
+            while True:
+                if not self._handle(self._receive()):
+                    break
+                if self._items:
+                    return self._items.popleft()  # type: ignore[no-any-return]
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                self.close()
+            raise
+        self.close()
+        raise StopIteration
+
+    def _receive(self) -> list[zmq.Frame]:
+        """Block in ZeroMQ itself (as a plain ``recv`` does), looking at the worker between waits.
+
+        The socket's receive timeout (:data:`WATCH_MS`) bounds each wait, so a
+        dead worker is seen within that time plus the grace for its last messages.
+        """
+        socket, child = self._socket, self._child
+        assert socket is not None
+        if not self._timed:
+            socket.rcvtimeo = WATCH_MS
+            self._timed = True
+        deadline: float | None = None
+        while True:
+            if self._owes_acknowledgement():
+                try:
+                    return socket.recv_multipart(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    self._acknowledge()  # before waiting
+            try:
+                return socket.recv_multipart(copy=False)
+            except zmq.Again:
+                pass
+            if deadline is None:
+                if child is None or child.exited():
+                    # The worker is gone; what it sent before may still be on the way.
+                    deadline = time.monotonic() + self._grace
+            elif time.monotonic() >= deadline:
+                raise self._died()
+
+    def close(self) -> None:
+        """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
+        state, self._state = self._state, _DONE
+        self._items.clear()
+        if state is not _RUNNING:
+            return
+        try:
+            child = self._child
+            if child is not None and not child.exited():
+                try:
+                    self._ask_to_leave()
+                    timeout = self._owner.timeout
+                    if not child.exited(timeout):
+                        child.signal(signal.SIGTERM)
+                        if not child.exited(timeout):
+                            child.signal(signal.SIGKILL)
+                            child.exited(None)
+                except BaseException:  # interrupted while waiting
+                    child.end_now(self._owner.timeout)
+                    raise
+        finally:
+            self._release()
+
+
+_contexts: dict[type[Any], tuple[int, zmq.Context[Any]]] = {}
+_contexts_lock = threading.Lock()
+
+
+def _shared_context(kind: type[zmq.Context[Any]]) -> zmq.Context[Any]:
+    """One ZeroMQ context of each kind per process, for every run's socket.
+
+    Sockets are per run and closed with it; sharing the context saves starting
+    and joining an I/O thread per activation. A forked child makes its own.
+    """
+    pid = os.getpid()
+    with _contexts_lock:
+        found = _contexts.get(kind)
+        if found is None or found[0] != pid:
+            found = _contexts[kind] = (pid, kind(io_threads=1))
+        return found[1]
+
+
+def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:
+    loop.remove_reader(fd)
+    if not exited.done():
+        exited.set_result(None)
+
+
+class _Wait:
+    """The one pending wait of an async run for its socket.
+
+    The loop's callbacks hold this, never the run, so a dropped run is still
+    collected. The socket's ZMQ_FD is watched only while a wait is pending or until it next
+    turns readable: it stays readable until ZeroMQ is asked for its events, so a
+    reader left on it while nobody receives would wake the loop for nothing.
+    """
+
+    __slots__ = ("fd", "future", "loop", "reading")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fd: int | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.reading = False
+
+    def wake(self) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def on_exit(self, _: object) -> None:
+        self.wake()
+
+    def ready(self) -> None:
+        """Wake the wait, or stop watching: the socket's ZMQ_FD is readable."""
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+        else:
+            self.pause()
+
+    def listen(self) -> None:
+        if not self.reading:
+            assert self.loop is not None
+            assert self.fd is not None
+            self.loop.add_reader(self.fd, self.ready)
+            self.reading = True
+
+    def pause(self) -> None:
+        if self.reading:
+            self.reading = False
+            assert self.loop is not None
+            assert self.fd is not None
+            self.loop.remove_reader(self.fd)
+
+
+def _forget(
+    loop: asyncio.AbstractEventLoop, child: Child, timeout: float | None, directory: str | None
+) -> None:
+    loop.remove_reader(child.fd)
+    reap_later(child, timeout, directory)
+
+
+def _remove(directory: str | None) -> None:
+    """Remove a run's private directory: its socket and any shared arrays not taken in."""
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _in_shm(directory: str | None) -> bool:
+    return directory is not None and directory.startswith(SHM_ROOT + os.sep)
