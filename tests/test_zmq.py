@@ -578,11 +578,13 @@ async def test_malformed_message_is_rejected(
 def test_worker_exits_when_its_consumer_is_killed(tmp_path: Path) -> None:
     # The consumer's temporary directory: short, so its ipc path stays under the limit.
     tmpdir = tempfile.mkdtemp(prefix="amzt-")
+    before = socket_dirs()  # the private directories go to /dev/shm where it exists
     try:
         _consumer_killed(tmp_path, tmpdir)
     finally:
         # (multiprocessing's own pymp-* directories are not ours to check.)
         leftovers = glob.glob(os.path.join(tmpdir, "aiostream_mux-zmq-*"))
+        leftovers += sorted(socket_dirs() - before)
         shutil.rmtree(tmpdir, ignore_errors=True)
     assert not leftovers, f"the orphaned workers left {leftovers} behind"
 
