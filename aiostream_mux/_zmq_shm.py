@@ -168,8 +168,9 @@ class SlotWriter:
 
 #: Bumped before every fork of this process: mappings made before it are never reused.
 _forks = [0]
-#: Live mappings in this process, all readers together.
-_live = [0]
+#: The weakrefs of the live mappings of this process, all readers together; held
+#: here so that their callbacks still run after a reader (a closed run) is gone.
+_mappings: set[weakref.ref[mmap.mmap]] = set()
 #: Held across a mapping and its record, by the fork hooks, and by the callbacks.
 _lock = threading.RLock()
 
@@ -211,12 +212,12 @@ def _gone(
     retired: deque[int],
     slot: int,
     forks: int,
-    _: object,
+    ref: weakref.ref[mmap.mmap],
 ) -> None:
     # A weakref callback, on whatever thread dropped the last reference.
     with _lock:
+        _mappings.discard(ref)
         mapped.pop(slot, None)
-        _live[0] -= 1
         # A child forked meanwhile may still map it: never write it again.
         (returned if forks == _forks[0] else retired).append(slot)
 
@@ -265,19 +266,20 @@ class SlotReader:
                     f"shared-memory slot {slot} holds {info.st_size} bytes, not {nbytes}"
                 )
             with _lock:  # no fork between the mapping and its record
-                if _live[0] >= self._max_mapped:
+                if len(_mappings) >= self._max_mapped:
                     return self._read(fd, nbytes, slot)
                 try:
                     mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, **_MMAP_OPTIONS)
                 except OSError:  # out of mappings
                     return self._read(fd, nbytes, slot)
-                _live[0] += 1
-                self._mapped[slot] = weakref.ref(
+                ref = weakref.ref(
                     mapping,
                     functools.partial(
                         _gone, self._mapped, self.returned, self.retired, slot, _forks[0]
                     ),
                 )
+                _mappings.add(ref)
+                self._mapped[slot] = ref
         finally:
             os.close(fd)
         return mapping

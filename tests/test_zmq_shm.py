@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import mmap
 import os
 import struct
@@ -177,6 +178,20 @@ def test_a_mapping_alive_at_a_fork_is_never_given_back(tmp_path: Path) -> None:
     assert os.path.exists(slot_path(directory, 1))
     with pytest.raises(SlotError, match="retired, but it is not in use"):
         writer.retire([0])
+
+
+def test_mappings_are_counted_out_after_their_reader_is_gone(tmp_path: Path) -> None:
+    # A closed run drops its reader while the consumer still holds arrays: their
+    # callbacks must still run, or the bound on live mappings would creep down.
+    writer, reader = SlotWriter(str(tmp_path), MIB), SlotReader(str(tmp_path))
+    live = len(zmq_shm._mappings)
+    arrays = [np.frombuffer(reader.map(writer.write(as_bytes(KIB * 80, i)), 80 * KIB), np.uint8)
+              for i in range(3)]  # fmt: skip
+    assert len(zmq_shm._mappings) == live + 3
+    del reader
+    gc.collect()
+    del arrays
+    assert len(zmq_shm._mappings) == live
 
 
 def test_a_fork_waits_for_a_mapping_being_recorded() -> None:
