@@ -38,7 +38,7 @@ import zmq.asyncio
 
 from ._exceptions import UnsupportedBackendError, WorkerError
 from ._zmq_shm import SHM_ROOT, SlotReader
-from ._zmq_wire import DATA, END, STOP, Decoder, Malformed, bind, encode_ack
+from ._zmq_wire import DATA, END, SOCKET_NAME, STOP, Decoder, Malformed, bind, encode_ack
 from ._zmq_worker import HWM, MAX_IN_FLIGHT, Child, describe_exit, make_process, reap_later
 
 if TYPE_CHECKING:
@@ -245,6 +245,8 @@ class _RunBase(Generic[T]):
                 frames = shadow.recv_multipart(_NOBLOCK, copy=False)
             except zmq.Again:
                 return False
+            if len(frames) > 1:
+                continue  # array frames: data (an end or an error is one frame)
             try:
                 kind, _ = decoder.header(frames)
             except Malformed:
@@ -650,7 +652,12 @@ def _forget(
 
 def _remove(directory: str | None) -> None:
     """Remove a run's private directory: its socket and any shared arrays not taken in."""
-    if directory is not None:
+    if directory is None:
+        return
+    try:  # the usual case, in three calls: the socket alone is left
+        os.unlink(os.path.join(directory, SOCKET_NAME))
+        os.rmdir(directory)
+    except OSError:
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "SCALAR",
     "SHARED",
     "SMALL_ARRAY",
+    "SOCKET_NAME",
     "STOP",
     "VALUE",
     "VERSION",
@@ -104,6 +105,8 @@ DTYPE_KINDS = frozenset("biufcmMSU")
 #: Value types that travel inside the header.
 VALUE_TYPES = (type(None), bool, int, float, str, bytes)
 KEY_TYPES = (str, int, bytes)
+#: The ipc socket's file in a run's private directory.
+SOCKET_NAME = "socket"
 #: Longest ipc:// path; sockaddr_un holds 104 to 108 bytes.
 MAX_IPC_PATH = 100
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -568,11 +571,11 @@ def bind(
     """
     if transport == "ipc":
         directory = tempfile.mkdtemp(prefix="aiostream_mux-zmq-", dir=shm_root())  # mode 0700
-        path = os.path.join(directory, "socket")
+        path = os.path.join(directory, SOCKET_NAME)
         if len(path.encode()) > MAX_IPC_PATH:  # pragma: no cover - a long $TMPDIR
             shutil.rmtree(directory, ignore_errors=True)
             directory = tempfile.mkdtemp(prefix="amz-", dir="/tmp")
-            path = os.path.join(directory, "socket")
+            path = os.path.join(directory, SOCKET_NAME)
         address = f"ipc://{path}"
         try:
             socket.bind(address)

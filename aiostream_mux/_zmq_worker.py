@@ -43,7 +43,7 @@ import zmq
 
 from ._exceptions import ConfigError, WorkerError
 from ._zmq_shm import SHM_ROOT, SlotError, SlotWriter
-from ._zmq_wire import Encoder, encode_end, encode_error, parse_control
+from ._zmq_wire import SOCKET_NAME, Encoder, encode_end, encode_error, parse_control
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -252,7 +252,7 @@ def _remove_socket_dir(address: str) -> None:
         return
     path = address[len("ipc://") :]
     directory = os.path.dirname(path)
-    if os.path.basename(path) != "socket" or not os.path.basename(directory).startswith(
+    if os.path.basename(path) != SOCKET_NAME or not os.path.basename(directory).startswith(
         ("aiostream_mux-zmq-", "amz-")
     ):
         return
