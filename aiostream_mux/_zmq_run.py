@@ -74,6 +74,7 @@ class _RunBase(Generic[T]):
 
     def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
         self._owner = owner
+        self._pid = os.getpid()  # a forked child's copy of the run is not its own
         self._seed = seed
         self._items: deque[Any] = deque()
         self._state = _NEW
@@ -89,7 +90,6 @@ class _RunBase(Generic[T]):
         self._watching = False
         self._wait = _Wait()
         self._received = 0
-        self._finished = False  # the worker's end or error message has arrived
         self._taken = 0  # data messages taken in
         self._acknowledged = 0  # ... and acknowledged to the worker
         self._unacknowledged_bytes = 0
@@ -175,7 +175,6 @@ class _RunBase(Generic[T]):
                 ):
                     self._acknowledge()
                 return True
-            self._finished = True  # an end or an error: the worker's source is closed
             if kind == END:
                 count = decoder.end(body)
                 if count != self._received:
@@ -220,39 +219,18 @@ class _RunBase(Generic[T]):
         self._unacknowledged_bytes = 0
 
     def _ask_to_leave(self) -> None:
-        """Take the first step of closing a running worker.
+        """Take the first step of closing a running worker: the polite STOP.
 
-        A worker whose end or error message has arrived has closed its source and
-        only waits to be let go: SIGTERM does that at once. Any other gets the
-        polite STOP, which it takes between two samples.
+        It reaches the worker between two samples, or while it waits after its
+        end. A worker that has not connected yet (a spawned one still starting)
+        cannot hear it: that one gets SIGTERM at once.
         """
         child = self._child
         assert child is not None
-        if self._finished or self._end_queued() or not self._send_stop():
-            # Done, or not connected yet (a spawned worker still starting): nothing to
-            # stop politely between two samples.
+        if not self._send_stop():
             child.signal(signal.SIGTERM)
             return
         self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
-
-    def _end_queued(self) -> bool:
-        """Whether the end or error message is already here (what comes before is dropped)."""
-        shadow, decoder = self._shadow, self._decoder
-        if shadow is None or decoder is None:
-            return False
-        while True:
-            try:
-                frames = shadow.recv_multipart(_NOBLOCK, copy=False)
-            except zmq.Again:
-                return False
-            if len(frames) > 1:
-                continue  # array frames: data (an end or an error is one frame)
-            try:
-                kind, _ = decoder.header(frames)
-            except Malformed:
-                return False
-            if kind != DATA:
-                return True
 
     def _send_stop(self) -> bool:
         """Send STOP; False if it cannot go (the worker has not connected yet)."""
@@ -289,9 +267,16 @@ class _RunBase(Generic[T]):
             self._socket.close(linger=linger)
         self._socket = self._shadow = self._context = None
 
+    def _inherited(self) -> bool:
+        """Whether this is a forked child's copy: the worker and the rest are the parent's."""
+        if os.getpid() == self._pid:
+            return False
+        self._state = _DONE
+        return True
+
     def __del__(self) -> None:
         # Dropped without being closed: end the worker without waiting, best effort.
-        if self._state is not _RUNNING:
+        if self._state is not _RUNNING or self._inherited():
             return
         self._state = _DONE
         with contextlib.suppress(Exception):
@@ -433,6 +418,8 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
 
     async def aclose(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
+        if self._inherited():
+            return
         state, self._state = self._state, _DONE
         self._items.clear()
         if state is not _RUNNING:
@@ -549,6 +536,8 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
 
     def close(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
+        if self._inherited():
+            return
         state, self._state = self._state, _DONE
         self._items.clear()
         if state is not _RUNNING:

@@ -3,10 +3,11 @@
 :func:`worker_main` is the target of the ``multiprocessing`` process. It
 connects a PAIR socket to the consumer, iterates the streamer, packs samples
 into messages (several small samples per message, see :class:`Sender`) and
-sends them, then an end or an error message. It then exits on the consumer's
-STOP or, if none comes within :data:`FINISH_WAIT_MS`, as soon as ZeroMQ has
-handed its last messages over (the consumer's queue always has room for them:
-the flow control keeps the data messages in flight below ZeroMQ's limit).
+sends them, then an end or an error message, and waits for the consumer's
+:data:`~._zmq_wire.STOP` before it closes. (Leaving on its own, even after
+ZeroMQ has handed the last messages over, can lose them: over TCP a socket
+closed with unread acknowledgements is reset, and a stalled consumer outlasts
+any linger.)
 
 It stops early, closing the source so its ``finally:`` runs, when
 
@@ -66,11 +67,6 @@ MAX_IN_FLIGHT = 64
 #: ZeroMQ's own queue limit per direction. The flow control keeps the data below
 #: it, and the consumer sends at most one acknowledgement per data message.
 HWM = 4 * MAX_IN_FLIGHT
-#: Milliseconds a finished worker waits for a STOP before it leaves by itself.
-FINISH_WAIT_MS = 5
-#: Milliseconds it then waits to hand over its last messages. A live consumer
-#: takes them at once; this bounds only a consumer that closes just then.
-FINISH_LINGER_MS = 250
 #: Seconds a forked worker runs before its watchdog thread starts (see _Watchdog).
 WATCHDOG_AFTER = 1.0
 #: Seconds between two looks at the parent process.
@@ -235,6 +231,11 @@ class Sender:
         """Block until the consumer sends something, and take it in."""
         self.socket.poll(None, _POLLIN)
         self.check_control()
+
+    def wait_for_stop(self) -> None:
+        """Block until the consumer sends STOP (after the end or an error)."""
+        while True:
+            self.wait_for_control()  # raises Stopped
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -440,7 +441,6 @@ def _serve(
 ) -> None:
     """Run the streamer and send its samples to the consumer at ``address``."""
     code = 0
-    linger = 0  # stopped early: nothing left worth delivering
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     watchdog = _Watchdog(consumer_pid, start_method, address)
@@ -470,7 +470,6 @@ def _serve(
             sender.watchdog_due = time.perf_counter() + WATCHDOG_AFTER
             sender.start_watchdog = watchdog.start
         _run(sender, payload, pickled, seed, start_method)
-        linger = FINISH_LINGER_MS  # the end message must reach the consumer
     except Stopped:
         pass
     except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
@@ -478,17 +477,14 @@ def _serve(
         code = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        socket.close(linger=linger)
-        if linger:
-            context.term()  # returns once the last messages are handed over
+        socket.close(linger=0)
         if start_method == "fork":
             # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
-            # thread when there is nothing left to deliver.
+            # thread, which holds nothing to deliver (the consumer asked us to stop).
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-        if not linger:
-            context.term()
+        context.term()
     if code:
         sys.exit(code)
 
@@ -497,7 +493,7 @@ def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: s
     """Send the stream, then an end message, or an error message for its first failure.
 
     The source is closed before either goes, so that message says the worker has
-    nothing left to do: the consumer may then end it with SIGTERM.
+    nothing left to do but wait for the consumer's STOP.
     """
     items: Iterator[Any] | None = None
     try:
@@ -516,9 +512,7 @@ def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: s
             exc.add_note(f"Closing the source then raised {type(late).__name__}: {late}")
         message = encode_error(sender.token, exc)
     sender.send(message)
-    # A consumer that stops now sends STOP: exit on it, with nothing left to deliver.
-    if sender.socket.poll(FINISH_WAIT_MS, _POLLIN):
-        sender.check_control()
+    sender.wait_for_stop()
 
 
 def _close(items: Iterator[Any] | None) -> None:

@@ -888,23 +888,51 @@ def test_sync_malformed_message_is_rejected(
         list(ZMQStreamer(Streamer([kind]), timeout=2))
 
 
-def test_finished_worker_leaves_by_itself_and_nothing_is_lost(no_leftovers: None) -> None:
-    # A worker that has sent its whole stream exits without waiting for a STOP;
-    # the samples and the end message it sent before are all still received.
+def test_a_finished_worker_waits_to_be_let_go(no_leftovers: None) -> None:
+    # After its end message the worker waits for STOP: leaving on its own could
+    # lose what is still on the way (a TCP reset, a stalled consumer).
+    run = ZMQStreamer(Streamer(counter, 5))._start()
+    assert isinstance(run, _ZMQSyncRun)
+    got = [next(run) for _ in range(5)]
+    assert run._socket is not None
+    assert run._socket.poll(30_000)  # only the end message is left, and it is here
+    assert alive(got[0]["pid"])
+    with pytest.raises(StopIteration):
+        next(run)
+    assert [s["i"] for s in got] == list(range(5))
+    assert wait_until_gone(got[0]["pid"])
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_every_sample_arrives_before_the_end(transport: Literal["ipc", "tcp"]) -> None:
+    # 128 KiB arrays, many in flight: the end comes after all of them, over both.
+    for _ in range(3):
+        got = [s["i"] for s in ZMQStreamer(Streamer(counter, 600, 32 * 1024), transport=transport)]
+        assert got == list(range(600))
+
+
+def test_a_forked_child_leaves_its_parents_stream_alone(no_leftovers: None) -> None:
+    # A child forked while a stream is open holds a copy of it; closing that copy
+    # (at exit, say) must neither hang nor stop the parent's worker.
     with ZMQStreamer(Streamer(counter, 300)).iterate() as stream:
-        first = next(stream)
-        assert wait_until_gone(first["pid"])  # no STOP was sent: it left by itself
+        first = [next(stream) for _ in range(100)]
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                stream.close()
+            finally:
+                os._exit(0)
+        fd = os.pidfd_open(pid)
+        try:
+            done = bool(select.select([fd], [], [], 60)[0])
+        finally:
+            os.close(fd)
+            if not done:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert done, "the child hung closing its copy of the stream"
         rest = list(stream)
-    assert [s["i"] for s in [first, *rest]] == list(range(300))
-
-
-@pytest.mark.asyncio
-async def test_finished_worker_leaves_by_itself_async(no_leftovers: None) -> None:
-    async with ZMQStreamer(Streamer(counter, 300)).iterate() as stream:
-        first = await stream.__anext__()
-        assert await asyncio.to_thread(wait_until_gone, first["pid"])
-        rest = [s async for s in stream]
-    assert [s["i"] for s in [first, *rest]] == list(range(300))
+    assert [s["i"] for s in first + rest] == list(range(300))
 
 
 def test_source_is_closed_before_the_end_arrives(tmp_path: Path, no_leftovers: None) -> None:
@@ -918,15 +946,6 @@ def test_a_failing_close_is_noted_on_the_first_error(no_leftovers: None) -> None
         list(ZMQStreamer(Streamer(bad_sample_then_bad_close)))
     remote = cast(str, info.value.remote_traceback)  # type: ignore[attr-defined]
     assert "Closing the source then raised RuntimeError: closing failed too" in remote
-
-
-def test_a_finished_worker_is_seen_as_finished(no_leftovers: None) -> None:
-    run = ZMQStreamer(Streamer(counter, 5))._start()
-    assert isinstance(run, _ZMQSyncRun)
-    pid = next(run)["pid"]
-    assert wait_until_gone(pid)  # it left by itself, its end message queued here
-    assert run._end_queued()
-    run.close()
 
 
 def test_worker_outlives_the_thread_that_started_it(tmp_path: Path, no_leftovers: None) -> None:
