@@ -67,6 +67,8 @@ MAX_IN_FLIGHT = 64
 #: ZeroMQ's own queue limit per direction. The flow control keeps the data below
 #: it, and the consumer sends at most one acknowledgement per data message.
 HWM = 4 * MAX_IN_FLIGHT
+#: Seconds a worker ended by SIGTERM waits to see whether its consumer ends too.
+ORPHAN_WAIT = 0.1
 #: Seconds a forked worker runs before its watchdog thread starts (see _Watchdog).
 WATCHDOG_AFTER = 1.0
 #: Seconds between two looks at the parent process.
@@ -238,9 +240,43 @@ class Sender:
             self.wait_for_control()  # raises Stopped
 
 
+_terminated = [False]
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+    _terminated[0] = True
     raise Stopped
+
+
+def _remove_if_orphaned(consumer_pid: int, address: str) -> None:
+    """After a SIGTERM: if the consumer ends too, remove its private directory.
+
+    A SIGTERM to the whole process group (``timeout``, ``docker stop``, a job
+    scheduler) ends the consumer before it can clean up, and this worker before
+    its watchdog sees the consumer go: wait a moment for the consumer's end.
+    """
+    try:
+        fd = os.pidfd_open(consumer_pid)
+    except (AttributeError, OSError):  # no pidfds here, or the consumer is gone already
+        gone = not _alive(consumer_pid)
+    else:
+        try:
+            gone = bool(select.select([fd], [], [], ORPHAN_WAIT)[0])
+        finally:
+            os.close(fd)
+    if gone:
+        _remove_socket_dir(address)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's pid, reused
+        return False
+    return True
 
 
 def _remove_socket_dir(address: str) -> None:
@@ -478,6 +514,8 @@ def _serve(
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         socket.close(linger=0)
+        if _terminated[0]:
+            _remove_if_orphaned(consumer_pid, address)
         if start_method == "fork":
             # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
             # thread, which holds nothing to deliver (the consumer asked us to stop).

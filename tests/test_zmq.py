@@ -628,6 +628,52 @@ def _consumer_killed(tmp_path: Path, tmpdir: str) -> None:
         assert wait_until_gone(worker), f"worker {worker} outlived its consumer ({method})"
 
 
+def test_sigterm_to_the_process_group_leaves_nothing(tmp_path: Path) -> None:
+    # ``timeout``, ``docker stop``, a job scheduler: consumer and worker get SIGTERM
+    # together; the consumer dies without cleaning up, so the worker must.
+    script = tmp_path / "consumer_group.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            from aiostream_mux import Streamer
+            from aiostream_mux._zmq import ZMQStreamer
+            from tests.test_zmq import counter
+
+            if __name__ == "__main__":
+                for s in ZMQStreamer(Streamer(counter, 10**6, 32 * 1024)):
+                    print(s["pid"], flush=True)
+                    time.sleep(3600)
+            """
+        )
+    )
+    before = socket_dirs()
+    consumer = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        start_new_session=True,
+    )
+    try:
+        assert consumer.stdout is not None
+        worker = int(consumer.stdout.readline())
+        assert socket_dirs() - before  # its private directory, with shared arrays
+        os.killpg(consumer.pid, signal.SIGTERM)
+        consumer.wait()
+        assert wait_until_gone(worker)
+    finally:
+        consumer.kill()
+        consumer.wait()
+        if consumer.stdout is not None:
+            consumer.stdout.close()
+    leftovers = socket_dirs() - before
+    for directory in leftovers:  # do not leave them to the next test
+        shutil.rmtree(directory, ignore_errors=True)
+    assert not leftovers
+
+
 # -- closing
 
 
