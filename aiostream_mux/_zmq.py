@@ -8,6 +8,7 @@ process runs ``_zmq_worker.worker_main``; the messages between them are those of
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -41,8 +42,12 @@ DEFAULT_SHM_THRESHOLD = SMALL_ARRAY
 def _number(value: object, name: str, *, low: float, allow_none: bool = False) -> Any:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
-        limit = f"a number >= {low}" + (" or None" if allow_none else "")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not low <= value < math.inf
+    ):
+        limit = f"a finite number >= {low}" + (" or None" if allow_none else "")
         raise ConfigError(f"{name}={value!r} must be {limit}")
     return value
 
@@ -65,15 +70,16 @@ class ZMQStreamer(Streamer[T]):
     ``spawn``, ``forkserver`` or ``fork`` start method) that iterates
     ``streamer`` and sends its samples; the consumer receives them with
     :mod:`zmq.asyncio`, so ``async for`` on asyncio works directly, a plain
-    ``for`` runs the receiver on a background event loop, and a mux over
-    several ZMQStreamers receives from all of them concurrently on one loop.
+    ``for`` receives on a blocking socket of its own (no event loop, no
+    thread), and a mux over several ZMQStreamers receives from all of them
+    concurrently on one loop.
 
     Samples are dicts whose values are numpy arrays (any shape; bool, numeric,
     datetime, str or bytes dtype; C or Fortran order or not contiguous), numpy
-    scalars, or ``None``, bool, int, float, str and bytes. Arrays arrive equal,
-    in the same memory order, built over the received frames without a copy;
-    small samples are coalesced several to a message. Nothing from the worker
-    is unpickled.
+    scalars, or ``None``, bool, int, float, str and bytes. Arrays arrive equal
+    (C- and Fortran-ordered ones in their order, others C-ordered), large ones
+    in shared memory or over the received frames without a copy; small samples
+    are coalesced several to a message. Nothing from the worker is unpickled.
 
     Parameters
     ----------
@@ -178,7 +184,9 @@ class ZMQStreamer(Streamer[T]):
         if self.max_port <= self.min_port:
             raise ConfigError(f"max_port={max_port} must be greater than min_port={min_port}")
         self.max_tries = _int(max_tries, "max_tries", 1)
-        self.copy = bool(copy)
+        if not isinstance(copy, bool):
+            raise ConfigError(f"copy={copy!r} must be True or False")
+        self.copy = copy
         self.timeout: float | None = _number(timeout, "timeout", low=0, allow_none=True)
         if transport not in ("ipc", "tcp"):
             raise ConfigError(f"transport={transport!r} must be 'ipc' or 'tcp'")

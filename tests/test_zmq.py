@@ -853,6 +853,11 @@ def test_sync_for_works_next_to_trio() -> None:
         ({"start_method": "thread"}, "start_method='thread'"),
         ({"batch_bytes": -1}, "batch_bytes=-1"),
         ({"batch_latency": -0.1}, "batch_latency=-0.1"),
+        ({"batch_latency": float("inf")}, "batch_latency=inf must be a finite number"),
+        ({"timeout": float("inf")}, "timeout=inf must be a finite number >= 0 or None"),
+        ({"copy": "yes"}, "copy='yes' must be True or False"),
+        ({"prefetch_bytes": 0}, "prefetch_bytes=0 must be >= 1"),
+        ({"shm_threshold": -1}, "shm_threshold=-1 must be >= 1"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], fragment: str) -> None:
