@@ -12,10 +12,9 @@ gives back the slots whose arrays are gone.
 
 Liveness: the run watches the worker's exit (a pidfd, or the process sentinel)
 on the event loop, so a worker that dies without an end message surfaces as a
-:class:`WorkerError` instead of a hang. A worker that has sent its end message
-leaves by itself. Closing a running one sends STOP, then SIGTERM after
-``timeout`` seconds, then SIGKILL after ``timeout`` more; the socket, the
-context and the private directory go with it.
+:class:`WorkerError` instead of a hang. Closing sends STOP (which a finished
+worker waits for), then SIGTERM after ``timeout`` seconds, then SIGKILL after
+``timeout`` more; the socket, the context and the private directory go with it.
 """
 
 from __future__ import annotations
