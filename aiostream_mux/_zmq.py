@@ -8,8 +8,11 @@ process runs ``_zmq_worker.worker_main``; the messages between them are those of
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import math
 import multiprocessing
+import socket
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -50,6 +53,27 @@ def _number(value: object, name: str, *, low: float, allow_none: bool = False) -
         limit = f"a finite number >= {low}" + (" or None" if allow_none else "")
         raise ConfigError(f"{name}={value!r} must be {limit}")
     return value
+
+
+def _host(host: object) -> str:
+    """Check ``host`` (an address, an interface, ``*``, or a name that resolves)."""
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"host={host!r} must be a non-empty str")
+    if host in ("*", "localhost"):
+        return host
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    with contextlib.suppress(OSError):
+        if host in {name for _, name in socket.if_nameindex()}:
+            return host
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        raise ConfigError(
+            f"host={host!r} is not an address, a network interface, '*' or a name that resolves"
+        ) from None
+    return host
 
 
 def _int(value: object, name: str, low: int, high: int | None = None) -> int:
@@ -100,11 +124,13 @@ class ZMQStreamer(Streamer[T]):
         SIGTERM, then SIGKILL); ``None`` waits for the polite stop for ever.
         A worker that dies mid-stream is reported within this time.
     transport : {"ipc", "tcp"}
-        ``"ipc"`` (default): a Unix socket in a private temporary directory
-        (mode 0700), removed on close. ``"tcp"``: a TCP port on ``host``.
+        ``"ipc"`` (default): a Unix socket in a private directory (mode 0700;
+        on ``/dev/shm`` where it exists), removed on close. ``"tcp"``: a TCP
+        port on ``host``.
     host : str
-        The address to bind with ``transport="tcp"``; the loopback address by
-        default. All interfaces (``"*"``, ``"0.0.0.0"``) only when named here.
+        The address to bind with ``transport="tcp"``: an IP address, a network
+        interface, or a name that resolves (checked here); the loopback address
+        by default. All interfaces (``"*"``, ``"0.0.0.0"``) only when named here.
     start_method : {"spawn", "forkserver", "fork"} or None
         How to start the worker; ``None`` is the platform's default.
     batch_bytes : int
@@ -193,9 +219,7 @@ class ZMQStreamer(Streamer[T]):
         if transport == "ipc" and not hasattr(zmq, "IPC_PATH_MAX_LEN"):  # pragma: no cover
             raise ConfigError("transport='ipc' needs ZeroMQ with ipc support; use 'tcp'")
         self.transport = transport
-        if not isinstance(host, str) or not host:
-            raise ConfigError(f"host={host!r} must be a non-empty str")
-        self.host = host
+        self.host = _host(host)
         methods = multiprocessing.get_all_start_methods()
         if start_method is not None and start_method not in methods:
             raise ConfigError(f"start_method={start_method!r} must be None or one of {methods}")

@@ -850,6 +850,7 @@ def test_sync_for_works_next_to_trio() -> None:
         ({"timeout": "5"}, "timeout='5'"),
         ({"transport": "udp"}, "transport='udp'"),
         ({"host": ""}, "host=''"),
+        ({"host": "not a host"}, "host='not a host' is not an address"),
         ({"start_method": "thread"}, "start_method='thread'"),
         ({"batch_bytes": -1}, "batch_bytes=-1"),
         ({"batch_latency": -0.1}, "batch_latency=-0.1"),
