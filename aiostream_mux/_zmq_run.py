@@ -273,6 +273,14 @@ class _RunBase(Generic[T]):
         self._state = _DONE
         return True
 
+    def _begin_close(self) -> bool:
+        """Mark the run done; True if it had a worker to close (in this process)."""
+        if self._inherited():
+            return False
+        state, self._state = self._state, _DONE
+        self._items.clear()
+        return state is _RUNNING
+
     def __del__(self) -> None:
         # Dropped without being closed: end the worker without waiting, best effort.
         if self._state is not _RUNNING or self._inherited():
@@ -417,11 +425,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
 
     async def aclose(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
-        if self._inherited():
-            return
-        state, self._state = self._state, _DONE
-        self._items.clear()
-        if state is not _RUNNING:
+        if not self._begin_close():
             return
         try:
             await self._stop_worker()
@@ -535,11 +539,7 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
 
     def close(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
-        if self._inherited():
-            return
-        state, self._state = self._state, _DONE
-        self._items.clear()
-        if state is not _RUNNING:
+        if not self._begin_close():
             return
         try:
             child = self._child

@@ -29,7 +29,7 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -133,6 +133,13 @@ class SlotWriter:
         with contextlib.suppress(OSError):
             os.unlink(slot_path(self.directory, slot))
 
+    def _release(self, slots: Iterable[int], how: str) -> Iterator[tuple[int, int]]:
+        for slot in slots:
+            size = self._used.pop(slot, None)
+            if size is None:
+                raise SlotError(f"slot {slot} was {how}, but it is not in use")
+            yield slot, size
+
     def retire(self, slots: Iterable[int]) -> None:
         """Delete ``slots``: the consumer forked while it mapped them, so a child may still.
 
@@ -141,9 +148,7 @@ class SlotWriter:
         SlotError
             For a slot that is not in use.
         """
-        for slot in slots:
-            if self._used.pop(slot, None) is None:
-                raise SlotError(f"slot {slot} was retired, but it is not in use")
+        for slot, _ in self._release(slots, "retired"):
             self._drop(slot)  # the pages live on while a process maps them
 
     def give_back(self, slots: Iterable[int]) -> None:
@@ -154,10 +159,7 @@ class SlotWriter:
         SlotError
             For a slot that is not in use.
         """
-        for slot in slots:
-            size = self._used.pop(slot, None)
-            if size is None:
-                raise SlotError(f"slot {slot} was given back, but it is not in use")
+        for slot, size in self._release(slots, "given back"):
             if self._free_bytes + size <= self.keep_bytes or self._free_count < KEEP_ALWAYS:
                 self._free.setdefault(size, []).append(slot)
                 self._free_bytes += size

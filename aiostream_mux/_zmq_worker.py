@@ -440,91 +440,60 @@ def worker_main(
     consumer's private directory when it is in :data:`~._zmq_shm.SHM_ROOT`.
     """
     try:
-        _serve(
-            address,
-            token,
-            payload,
-            pickled,
-            seed,
-            consumer_pid,
-            start_method,
-            copy,
-            batch_bytes,
-            batch_latency,
-            prefetch_bytes,
-            shm_threshold,
-        )
-    except Stopped:  # SIGTERM while starting or leaving, with no source to close
+        code = 0
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        watchdog = _Watchdog(consumer_pid, start_method, address)
+        context = zmq.Context(io_threads=1)
+        socket = context.socket(zmq.PAIR)
+        try:
+            socket.linger = 0
+            socket.sndhwm = HWM
+            socket.rcvhwm = HWM
+            if address.startswith("tcp://["):
+                socket.ipv6 = True
+            socket.connect(address)
+            shared_dir = None
+            if shm_threshold is not None and address.startswith(f"ipc://{SHM_ROOT}/"):
+                shared_dir = os.path.dirname(address[len("ipc://") :])
+            sender = Sender(
+                socket,
+                token,
+                copy=copy,
+                batch_bytes=batch_bytes,
+                batch_latency=batch_latency,
+                prefetch_bytes=prefetch_bytes,
+                shared_dir=shared_dir,
+                shm_threshold=shm_threshold,
+            )
+            if not watchdog.started:
+                sender.watchdog_due = time.perf_counter() + WATCHDOG_AFTER
+                sender.start_watchdog = watchdog.start
+            _run(sender, payload, pickled, seed, start_method)
+        except Stopped:
+            pass
+        except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
+            traceback.print_exc()
+            code = 1
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            socket.close(linger=0)
+            if _terminated[0]:
+                _remove_if_orphaned(consumer_pid, address)
+            if start_method == "fork":
+                # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
+                # thread, which holds nothing to deliver (the consumer asked us to stop).
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            context.term()
+        if code:
+            sys.exit(code)
+    except Stopped:  # SIGTERM while starting, or in the finally above, before SIG_IGN
         if start_method == "fork":
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-
-
-def _serve(
-    address: str,
-    token: bytes,
-    payload: Any,
-    pickled: bool,
-    seed: Any,
-    consumer_pid: int,
-    start_method: str,
-    copy: bool,
-    batch_bytes: int,
-    batch_latency: float,
-    prefetch_bytes: int,
-    shm_threshold: int | None,
-) -> None:
-    """Run the streamer and send its samples to the consumer at ``address``."""
-    code = 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    watchdog = _Watchdog(consumer_pid, start_method, address)
-    context = zmq.Context(io_threads=1)
-    socket = context.socket(zmq.PAIR)
-    try:
-        socket.linger = 0
-        socket.sndhwm = HWM
-        socket.rcvhwm = HWM
-        if address.startswith("tcp://["):
-            socket.ipv6 = True
-        socket.connect(address)
-        shared_dir = None
-        if shm_threshold is not None and address.startswith(f"ipc://{SHM_ROOT}/"):
-            shared_dir = os.path.dirname(address[len("ipc://") :])
-        sender = Sender(
-            socket,
-            token,
-            copy=copy,
-            batch_bytes=batch_bytes,
-            batch_latency=batch_latency,
-            prefetch_bytes=prefetch_bytes,
-            shared_dir=shared_dir,
-            shm_threshold=shm_threshold,
-        )
-        if not watchdog.started:
-            sender.watchdog_due = time.perf_counter() + WATCHDOG_AFTER
-            sender.start_watchdog = watchdog.start
-        _run(sender, payload, pickled, seed, start_method)
-    except Stopped:
-        pass
-    except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
-        traceback.print_exc()
-        code = 1
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        socket.close(linger=0)
-        if _terminated[0]:
-            _remove_if_orphaned(consumer_pid, address)
-        if start_method == "fork":
-            # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
-            # thread, which holds nothing to deliver (the consumer asked us to stop).
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        context.term()
-    if code:
-        sys.exit(code)
 
 
 def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: str) -> None:

@@ -1016,10 +1016,10 @@ def test_worker_outlives_the_thread_that_started_it(tmp_path: Path, no_leftovers
     assert marker.exists()  # and it still stops politely
 
 
-def slow_start(n: int) -> Iterator[Sample]:
-    time.sleep(1.0)  # simulated slow set-up in the worker
-    for i in range(n):
-        yield {"i": i}
+def silent() -> Iterator[Sample]:
+    """Yields nothing: it hangs until its worker is ended (SIGTERM or SIGKILL)."""
+    time.sleep(3600)
+    yield {}
 
 
 @pytest.mark.asyncio
@@ -1029,9 +1029,7 @@ async def test_closing_before_the_worker_connects_is_prompt(
 ) -> None:
     # STOP cannot go to a worker that has not connected: SIGTERM at once instead
     # of waiting ``timeout`` for an answer that cannot come.
-    run = ZMQStreamer(Streamer(slow_start, 10), start_method=method, timeout=30)._start(
-        prefer_async=True
-    )
+    run = ZMQStreamer(Streamer(silent), start_method=method, timeout=30)._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     task = asyncio.ensure_future(run.__anext__())
     await asyncio.sleep(0)  # the task runs up to its wait for the worker's start
@@ -1049,9 +1047,7 @@ async def test_closing_before_the_worker_connects_is_prompt(
 async def test_a_run_cancelled_while_starting_still_sees_its_worker_die(
     no_leftovers: None,
 ) -> None:
-    run = ZMQStreamer(Streamer(slow_start, 5), start_method="spawn", timeout=1)._start(
-        prefer_async=True
-    )
+    run = ZMQStreamer(Streamer(silent), start_method="spawn", timeout=1)._start(prefer_async=True)
     assert isinstance(run, _ZMQRun)
     task = asyncio.ensure_future(run.__anext__())
     await asyncio.sleep(0)  # the task runs up to its wait for the worker's start
