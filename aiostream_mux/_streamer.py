@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from types import TracebackType
+from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import anyio
@@ -218,6 +218,8 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         if callable(source):
             target = getattr(source, "__wrapped_generator__", source)
             source = target(*self.args, **self.kwargs)
+            if type(source) is GeneratorType:  # the usual case, in one step
+                return source
             if inspect.iscoroutine(source):
                 source.close()
                 raise ConfigError(

@@ -38,7 +38,14 @@ import zmq.asyncio
 from ._exceptions import UnsupportedBackendError, WorkerError
 from ._zmq_shm import SHM_ROOT, SlotReader
 from ._zmq_wire import DATA, END, SOCKET_NAME, STOP, Decoder, Malformed, bind, encode_ack
-from ._zmq_worker import HWM, MAX_IN_FLIGHT, Child, describe_exit, make_process, reap_later
+from ._zmq_worker import (
+    MAX_IN_FLIGHT,
+    Child,
+    describe_exit,
+    make_process,
+    reap_later,
+    set_options,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,14 +117,14 @@ class _RunBase(Generic[T]):
         self._state = _RUNNING
         self._context = context
         socket = self._socket = context.socket(zmq.PAIR)
-        socket.linger = 0
-        socket.rcvhwm = HWM
-        socket.sndhwm = HWM
+        set_options(socket)
         owner = self._owner
         address, self._dir = bind(
             socket, owner.transport, owner.host, owner.min_port, owner.max_port, owner.max_tries
         )
-        self._shadow = zmq.Socket.shadow(socket.underlying)
+        # Blocking calls on the socket: itself when it is one, else a plain twin.
+        sync = type(socket) is zmq.Socket
+        self._shadow = socket if sync else zmq.Socket.shadow(socket.underlying)
         token = os.urandom(16)
         slots = None
         if owner.shm_threshold is not None and _in_shm(self._dir):
@@ -144,6 +151,7 @@ class _RunBase(Generic[T]):
             batch_latency=owner.batch_latency,
             prefetch_bytes=owner.prefetch_bytes,
             shm_threshold=owner.shm_threshold,
+            shared_dir=self._dir if self._slots is not None else None,
         )
         with self._lock:
             if self._abandoned:

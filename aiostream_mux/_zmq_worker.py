@@ -42,8 +42,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
+from ._engine import _is_async_run
 from ._exceptions import ConfigError, WorkerError
-from ._zmq_shm import SHM_ROOT, SlotError, SlotWriter
+from ._streamer import Stream, Streamer
+from ._zmq_shm import SlotError, SlotWriter
 from ._zmq_wire import SOCKET_NAME, Encoder, encode_end, encode_error, parse_control
 
 if TYPE_CHECKING:
@@ -84,7 +86,24 @@ class Stopped(BaseException):
 
 
 _NOBLOCK, _SNDMORE, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
+_EVENTS, _IPV6 = int(zmq.EVENTS), int(zmq.IPV6)
+_LINGER, _SNDHWM, _RCVHWM = int(zmq.LINGER), int(zmq.SNDHWM), int(zmq.RCVHWM)
+
+
+_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
+
+
+def set_options(socket: zmq.Socket[Any]) -> None:
+    """Set what both ends' sockets share: no linger, the queue limits of :data:`HWM`.
+
+    Plain ``setsockopt`` calls: pyzmq's attribute sugar costs a short-lived
+    worker, whose every first touch of a page is a copy after the fork, a
+    measurable part of its start.
+    """
+    setsockopt = socket.setsockopt
+    setsockopt(_LINGER, 0)
+    setsockopt(_SNDHWM, HWM)
+    setsockopt(_RCVHWM, HWM)
 
 
 class Sender:
@@ -170,6 +189,10 @@ class Sender:
         ):
             self.wait_for_control()
         self.send(frames)
+        if not self.sent:
+            # The first message is what the consumer waits for: let it (and ZeroMQ's
+            # I/O threads) run before this worker, which still has the CPU, goes on.
+            _yield_cpu()
         in_flight.append(nbytes)
         self._in_flight_bytes += nbytes
         self.sent += count
@@ -240,11 +263,22 @@ class Sender:
             self.wait_for_control()  # raises Stopped
 
 
+_set_handler: Callable[[int, Any], Any]
+try:
+    # CPython's C function under signal.signal, which takes and returns plain ints:
+    # the enum conversions of signal.signal cost a fresh worker some 40 µs a call,
+    # every first touch of a page being a copy after the fork (see worker_main).
+    from _signal import signal as _set_handler  # type: ignore[import-not-found,no-redef]
+except ImportError:  # pragma: no cover - not CPython
+    _set_handler = signal.signal
+_SIGINT, _SIGTERM = int(signal.SIGINT), int(signal.SIGTERM)
+_SIG_IGN, _SIG_DFL = int(signal.SIG_IGN), int(signal.SIG_DFL)
+
 _terminated = [False]
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+    _set_handler(_SIGTERM, _SIG_DFL)  # a second SIGTERM ends the process
     _terminated[0] = True
     raise Stopped
 
@@ -385,7 +419,7 @@ def _ask_for_parent_death_signal(consumer_pid: int, watchdog: _Watchdog) -> bool
     """Have the kernel signal the watchdog when the forking thread ends; False if it cannot."""
     if _PRCTL is None:
         return False
-    signal.signal(PARENT_DEATH_SIGNAL, watchdog.on_signal)
+    _set_handler(int(PARENT_DEATH_SIGNAL), watchdog.on_signal)
     if _PRCTL(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0) != 0:
         return False
     # The consumer may have gone between the fork and the request.
@@ -407,9 +441,6 @@ def _load(payload: Any, pickled: bool, start_method: str) -> Any:
 
 def _items(streamer: Any, seed: Any) -> Iterator[Any]:
     """Iterate ``streamer``: its own run when that is a sync iterator, else a Stream."""
-    from ._engine import _is_async_run
-    from ._streamer import Stream, Streamer
-
     if not isinstance(streamer, Streamer):
         return iter(streamer.iterate())  # a pescador Streamer
     if not streamer._is_async():
@@ -433,29 +464,32 @@ def worker_main(
     batch_latency: float,
     prefetch_bytes: int,
     shm_threshold: int | None,
+    shared_dir: str | None,
 ) -> None:
     """Run the streamer and send its samples to the consumer at ``address``.
 
-    With ``shm_threshold``, arrays of that many bytes or more go as files in the
-    consumer's private directory when it is in :data:`~._zmq_shm.SHM_ROOT`.
+    With ``shm_threshold`` and a ``shared_dir`` (the consumer's private directory,
+    when it is in :data:`~._zmq_shm.SHM_ROOT`), arrays of that many bytes or more
+    go as files there.
+
+    Everything up to the first send is the consumer's time to its first item.
+    A forked worker copies each page it first writes to, some microseconds
+    apiece, so that path touches little: the C signal function, plain
+    ``setsockopt`` calls, and what the consumer already worked out
+    (``shared_dir``) passed in rather than derived here.
     """
     try:
         code = 0
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        _set_handler(_SIGINT, _SIG_IGN)
+        _set_handler(_SIGTERM, _on_sigterm)
         watchdog = _Watchdog(consumer_pid, start_method, address)
         context = zmq.Context(io_threads=1)
         socket = context.socket(zmq.PAIR)
         try:
-            socket.linger = 0
-            socket.sndhwm = HWM
-            socket.rcvhwm = HWM
+            set_options(socket)
             if address.startswith("tcp://["):
-                socket.ipv6 = True
+                socket.setsockopt(_IPV6, 1)
             socket.connect(address)
-            shared_dir = None
-            if shm_threshold is not None and address.startswith(f"ipc://{SHM_ROOT}/"):
-                shared_dir = os.path.dirname(address[len("ipc://") :])
             sender = Sender(
                 socket,
                 token,
@@ -476,7 +510,7 @@ def worker_main(
             traceback.print_exc()
             code = 1
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _set_handler(_SIGTERM, _SIG_IGN)
             socket.close(linger=0)
             if _terminated[0]:
                 _remove_if_orphaned(consumer_pid, address)
@@ -620,6 +654,7 @@ def make_process(
     batch_latency: float,
     prefetch_bytes: int,
     shm_threshold: int | None,
+    shared_dir: str | None,
 ) -> BaseProcess:
     """Build (not start) the worker process; pickle the streamer first unless forking.
 
@@ -647,7 +682,7 @@ def make_process(
     args = (address, token, payload, pickled, seed, os.getpid(), method, copy)
     process: BaseProcess = context.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(*args, batch_bytes, batch_latency, prefetch_bytes, shm_threshold),
+        args=(*args, batch_bytes, batch_latency, prefetch_bytes, shm_threshold, shared_dir),
         name=f"aiostream_mux-zmq-worker-{next(_counter)}",
         daemon=True,
     )
