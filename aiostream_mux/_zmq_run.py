@@ -67,6 +67,7 @@ WATCH_MS = 50
 
 _NEW, _RUNNING, _DONE = "new", "running", "done"
 _NOBLOCK, _POLLIN, _EVENTS = int(zmq.NOBLOCK), int(zmq.POLLIN), int(zmq.EVENTS)
+_RCVTIMEO = int(zmq.RCVTIMEO)
 
 
 class _RunBase(Generic[T]):
@@ -87,7 +88,7 @@ class _RunBase(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._context: zmq.Context[Any] | None = None
         self._socket = None
-        self._shadow: zmq.Socket[Any] | None = None
+        self._shadow: zmq.backend.Socket | None = None
         self._dir: str | None = None
         self._decoder: Decoder | None = None
         self._lock = threading.Lock()
@@ -122,9 +123,10 @@ class _RunBase(Generic[T]):
         address, self._dir = bind(
             socket, owner.transport, owner.host, owner.min_port, owner.max_port, owner.max_tries
         )
-        # Blocking calls on the socket: itself when it is one, else a plain twin.
+        # Blocking calls on the socket: itself when it is one, else a plain twin
+        # (pyzmq's backend class: none of the Python layers of zmq.Socket).
         sync = type(socket) is zmq.Socket
-        self._shadow = socket if sync else zmq.Socket.shadow(socket.underlying)
+        self._shadow = socket if sync else zmq.backend.Socket(shadow=socket.underlying)
         token = os.urandom(16)
         slots = None
         if owner.shm_threshold is not None and _in_shm(self._dir):
@@ -391,8 +393,8 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
 
         The socket's ZMQ_FD stays registered with the loop for the whole run, so a
         wait costs one future: no zmq.asyncio receive future, no reader added and
-        removed per message, no ``asyncio.wait``. ZMQ_FD is edge-triggered, so a
-        receive is always tried (and ZMQ_EVENTS read) before waiting.
+        removed per message, no ``asyncio.wait``. ZMQ_FD is edge-triggered, so ZMQ_EVENTS
+        is always read last before waiting.
         """
         shadow, loop, exited, wait = self._shadow, self._loop, self._exited, self._wait
         assert shadow is not None
@@ -405,14 +407,16 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             self._watch_exit()
         deadline: float | None = None
         while True:
-            try:
-                return shadow.recv_multipart(_NOBLOCK, copy=False)
-            except zmq.Again:
-                pass
+            # Asking ZeroMQ first is cheaper than a failed receive (an exception),
+            # which is what the first message, and every wait, would cost.
+            if cast(int, shadow.get(_EVENTS)) & _POLLIN:
+                with contextlib.suppress(zmq.Again):
+                    return _receive_message(shadow, _NOBLOCK)
+                continue
             if self._owes_acknowledgement():
                 self._acknowledge()
-            if cast(int, shadow.get(_EVENTS)) & _POLLIN:
-                continue
+                if cast(int, shadow.get(_EVENTS)) & _POLLIN:
+                    continue  # ZMQ_FD is edge-triggered: look again after sending
             timer = None
             if exited.done():
                 # The worker is gone; what it sent before may still be on the way.
@@ -525,17 +529,17 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
         socket, child = self._socket, self._child
         assert socket is not None
         if not self._timed:
-            socket.rcvtimeo = WATCH_MS
+            socket.set(_RCVTIMEO, WATCH_MS)
             self._timed = True
         deadline: float | None = None
         while True:
             if self._owes_acknowledgement():
                 try:
-                    return socket.recv_multipart(_NOBLOCK, copy=False)
+                    return _receive_message(socket, _NOBLOCK)
                 except zmq.Again:
                     self._acknowledge()  # before waiting
             try:
-                return socket.recv_multipart(copy=False)
+                return _receive_message(socket, 0)
             except zmq.Again:
                 pass
             if deadline is None:
@@ -583,6 +587,19 @@ def _shared_context(kind: type[zmq.Context[Any]]) -> zmq.Context[Any]:
         if found is None or found[0] != pid:
             found = _contexts[kind] = (pid, kind(io_threads=1))
         return found[1]
+
+
+def _receive_message(socket: zmq.backend.Socket, flags: int) -> list[zmq.Frame]:
+    """Receive one message, without copies: ``recv_multipart`` without its Python layers.
+
+    ZeroMQ delivers a message whole, so once its first frame is in, the rest are.
+    """
+    frame = socket.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = socket.recv(_NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
 
 
 def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:

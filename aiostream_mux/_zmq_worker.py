@@ -86,24 +86,34 @@ class Stopped(BaseException):
 
 
 _NOBLOCK, _SNDMORE, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.POLLIN)
-_EVENTS, _IPV6 = int(zmq.EVENTS), int(zmq.IPV6)
+_EVENTS, _IPV6, _POLLOUT = int(zmq.EVENTS), int(zmq.IPV6), int(zmq.POLLOUT)
 _LINGER, _SNDHWM, _RCVHWM = int(zmq.LINGER), int(zmq.SNDHWM), int(zmq.RCVHWM)
+
+
+def _poll(socket: zmq.backend.Socket, events: int) -> int:
+    """Block until ``socket`` has one of ``events``; return those it has.
+
+    ``zmq_poll`` itself, which takes pyzmq's plain (backend) sockets as well.
+    """
+    for _, ready in zmq.zmq_poll([(socket, events)], -1):
+        return int(ready)
+    return 0  # pragma: no cover - an infinite poll returns an event
 
 
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
-def set_options(socket: zmq.Socket[Any]) -> None:
+def set_options(socket: zmq.backend.Socket) -> None:
     """Set what both ends' sockets share: no linger, the queue limits of :data:`HWM`.
 
     Plain ``setsockopt`` calls: pyzmq's attribute sugar costs a short-lived
     worker, whose every first touch of a page is a copy after the fork, a
     measurable part of its start.
     """
-    setsockopt = socket.setsockopt
-    setsockopt(_LINGER, 0)
-    setsockopt(_SNDHWM, HWM)
-    setsockopt(_RCVHWM, HWM)
+    set_option = socket.set
+    set_option(_LINGER, 0)
+    set_option(_SNDHWM, HWM)
+    set_option(_RCVHWM, HWM)
 
 
 class Sender:
@@ -123,7 +133,7 @@ class Sender:
 
     def __init__(
         self,
-        socket: zmq.Socket[Any],
+        socket: zmq.backend.Socket,
         token: bytes,
         *,
         copy: bool,
@@ -206,7 +216,7 @@ class Sender:
             If the consumer asks to stop meanwhile.
         """
         socket, send, copy = self.socket, self._send, self.copy
-        if socket.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+        if socket.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
             self.check_control()
         last = len(frames) - 1
         while True:
@@ -217,8 +227,7 @@ class Sender:
                 break
             except zmq.Again:
                 pass
-            events = socket.poll(None, _POLLIN | int(zmq.POLLOUT))
-            if events & _POLLIN:
+            if _poll(socket, _POLLIN | _POLLOUT) & _POLLIN:
                 self.check_control()
         for i in range(1, last + 1):
             send(frames[i], _SNDMORE if i < last else 0, copy=copy)
@@ -254,7 +263,7 @@ class Sender:
 
     def wait_for_control(self) -> None:
         """Block until the consumer sends something, and take it in."""
-        self.socket.poll(None, _POLLIN)
+        _poll(self.socket, _POLLIN)
         self.check_control()
 
     def wait_for_stop(self) -> None:
@@ -483,12 +492,14 @@ def worker_main(
         _set_handler(_SIGINT, _SIG_IGN)
         _set_handler(_SIGTERM, _on_sigterm)
         watchdog = _Watchdog(consumer_pid, start_method, address)
-        context = zmq.Context(io_threads=1)
-        socket = context.socket(zmq.PAIR)
+        # pyzmq's plain (backend) classes: the Python conveniences of zmq.Context
+        # and zmq.Socket, unused here, cost a fresh worker a quarter millisecond.
+        context = zmq.backend.Context(io_threads=1)
+        socket = zmq.backend.Socket(context, zmq.PAIR)
         try:
             set_options(socket)
             if address.startswith("tcp://["):
-                socket.setsockopt(_IPV6, 1)
+                socket.set(_IPV6, 1)
             socket.connect(address)
             sender = Sender(
                 socket,
