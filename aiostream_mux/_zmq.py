@@ -59,7 +59,7 @@ def _host(host: object) -> str:
     """Check ``host`` (an address, an interface, ``*``, or a name that resolves)."""
     if not isinstance(host, str) or not host:
         raise ConfigError(f"host={host!r} must be a non-empty str")
-    if host in ("*", "localhost"):
+    if host in ("127.0.0.1", "*", "localhost", "::1"):  # the default, and the usual
         return host
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host.strip("[]"))
@@ -220,9 +220,12 @@ class ZMQStreamer(Streamer[T]):
             raise ConfigError("transport='ipc' needs ZeroMQ with ipc support; use 'tcp'")
         self.transport = transport
         self.host = _host(host)
-        methods = multiprocessing.get_all_start_methods()
-        if start_method is not None and start_method not in methods:
-            raise ConfigError(f"start_method={start_method!r} must be None or one of {methods}")
+        if start_method is not None:
+            methods = multiprocessing.get_all_start_methods()
+            if start_method not in methods:
+                raise ConfigError(
+                    f"start_method={start_method!r} must be None or one of {methods}"
+                )
         self.start_method = start_method
         self.batch_bytes = _int(batch_bytes, "batch_bytes", 0)
         self.batch_latency: float = _number(batch_latency, "batch_latency", low=0)

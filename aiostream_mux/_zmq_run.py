@@ -94,7 +94,8 @@ class _RunBase(Generic[T]):
         self._lock = threading.Lock()
         self._abandoned = False
         self._child: Child | None = None
-        self._watching = False
+        self._watching = False  # the worker's exit, on the loop (async runs)
+        self._exited: asyncio.Future[None] | None = None
         self._wait = _Wait()
         self._received = 0
         self._taken = 0  # data messages taken in
@@ -260,7 +261,9 @@ class _RunBase(Generic[T]):
             child = self._child
         if child is not None:
             if self._watching and self._loop is not None:
-                self._loop.remove_reader(child.fd)
+                exited = self._exited
+                if exited is None or not exited.done():  # else _exit_seen removed it
+                    self._loop.remove_reader(child.fd)
                 self._watching = False
             child.end_now(self._owner.timeout)
             child.reap()
@@ -325,7 +328,6 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
     def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
         super().__init__(owner, seed)
         self._start_future: asyncio.Future[None] | None = None
-        self._exited: asyncio.Future[None] | None = None
 
     def __aiter__(self) -> _ZMQRun[T]:
         return self
