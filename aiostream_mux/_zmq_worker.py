@@ -491,7 +491,6 @@ def worker_main(
         code = 0
         _set_handler(_SIGINT, _SIG_IGN)
         _set_handler(_SIGTERM, _on_sigterm)
-        watchdog = _Watchdog(consumer_pid, start_method, address)
         # pyzmq's plain (backend) classes: the Python conveniences of zmq.Context
         # and zmq.Socket, unused here, cost a fresh worker a quarter millisecond.
         context = zmq.backend.Context(io_threads=1)
@@ -500,7 +499,8 @@ def worker_main(
             set_options(socket)
             if address.startswith("tcp://["):
                 socket.set(_IPV6, 1)
-            socket.connect(address)
+            socket.connect(address)  # first: the handshake goes on while we set up
+            watchdog = _Watchdog(consumer_pid, start_method, address)
             sender = Sender(
                 socket,
                 token,
