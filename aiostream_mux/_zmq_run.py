@@ -45,6 +45,7 @@ from ._zmq_worker import (
     make_process,
     reap_later,
     set_options,
+    yield_cpu as _yield_cpu,
 )
 
 if TYPE_CHECKING:
@@ -160,6 +161,11 @@ class _RunBase(Generic[T]):
             if self._abandoned:
                 return
             process.start()
+            # Let the worker run first: a new process is queued on its parent's CPU
+            # and would wait there while this one goes on (an async consumer runs
+            # its event loop for a good 0.3 ms before it waits), however idle the
+            # other CPUs are.
+            _yield_cpu()
             self._child = Child(process)
 
     # -- receive

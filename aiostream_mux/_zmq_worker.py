@@ -100,7 +100,8 @@ def _poll(socket: zmq.backend.Socket, events: int) -> int:
     return 0  # pragma: no cover - an infinite poll returns an event
 
 
-_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
+#: Give up the CPU to whatever else can run on it (os.sched_yield where there is one).
+yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
 def set_options(socket: zmq.backend.Socket) -> None:
@@ -202,7 +203,7 @@ class Sender:
         if not self.sent:
             # The first message is what the consumer waits for: let it (and ZeroMQ's
             # I/O threads) run before this worker, which still has the CPU, goes on.
-            _yield_cpu()
+            yield_cpu()
         in_flight.append(nbytes)
         self._in_flight_bytes += nbytes
         self.sent += count
