@@ -329,7 +329,15 @@ class _RunBase(Generic[T]):
 
 
 class _ZMQRun(_RunBase[T], AsyncIterator[T]):
-    """An activation consumed with ``async for``: receives with zmq.asyncio."""
+    """An activation consumed with ``async for``: receives with zmq.asyncio.
+
+    It closes itself at its end and on an error, so a Stream hands it out as it is
+    (``_closes_itself``), without a wrapper around every item and around its close.
+    A close cancelled while it waits for the worker ends the worker at once
+    (SIGTERM, a short blocking wait, SIGKILL).
+    """
+
+    _closes_itself = True
 
     def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
         super().__init__(owner, seed)

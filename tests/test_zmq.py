@@ -725,6 +725,25 @@ async def test_cancellation_stops_the_worker(
 
 
 @pytest.mark.asyncio
+async def test_a_close_in_a_cancelled_anyio_scope_still_ends_the_worker(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    # anyio cancels every await inside the scope, the close's wait for the worker
+    # too: the worker still ends, and its source's finally: runs.
+    marker = tmp_path / "finally-ran"
+    pids: list[int] = []
+    with anyio.CancelScope() as scope:
+        async with ZMQStreamer(Streamer(forever, str(marker))).iterate() as stream:
+            async for s in stream:
+                pids.append(s["pid"])
+                scope.cancel()
+                await anyio.sleep(10)  # cancelled at once
+    assert scope.cancelled_caught
+    assert not alive(pids[0])
+    assert marker.exists()
+
+
+@pytest.mark.asyncio
 async def test_staged_close_kills_a_worker_that_ignores_stop_and_sigterm(
     make_flag: Callable[[str], Flag], no_leftovers: None
 ) -> None:
