@@ -223,9 +223,7 @@ class ZMQStreamer(Streamer[T]):
         if start_method is not None:
             methods = multiprocessing.get_all_start_methods()
             if start_method not in methods:
-                raise ConfigError(
-                    f"start_method={start_method!r} must be None or one of {methods}"
-                )
+                raise ConfigError(f"start_method={start_method!r} must be None or one of {methods}")
         self.start_method = start_method
         self.batch_bytes = _int(batch_bytes, "batch_bytes", 0)
         self.batch_latency: float = _number(batch_latency, "batch_latency", low=0)

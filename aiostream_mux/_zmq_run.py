@@ -45,7 +45,7 @@ from ._zmq_worker import (
     make_process,
     reap_later,
     set_options,
-    yield_cpu as _yield_cpu,
+    yield_cpu,
 )
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class _RunBase(Generic[T]):
             # and would wait there while this one goes on (an async consumer runs
             # its event loop for a good 0.3 ms before it waits), however idle the
             # other CPUs are.
-            _yield_cpu()
+            yield_cpu()
             self._child = Child(process)
 
     # -- receive
