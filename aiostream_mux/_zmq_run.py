@@ -234,19 +234,21 @@ class _RunBase(Generic[T]):
         self._acknowledged = self._taken
         self._unacknowledged_bytes = 0
 
-    def _ask_to_leave(self) -> None:
+    def _ask_to_leave(self, close_socket: bool = True) -> None:
         """Take the first step of closing a running worker: the polite STOP.
 
         It reaches the worker between two samples, or while it waits after its
         end. A worker that has not connected yet (a spawned one still starting)
-        cannot hear it: that one gets SIGTERM at once.
+        cannot hear it: that one gets SIGTERM at once. The socket is closed now
+        (it lingers until STOP is out) unless ``close_socket`` is false.
         """
         child = self._child
         assert child is not None
         if not self._send_stop():
             child.signal(signal.SIGTERM)
             return
-        self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
+        if close_socket:
+            self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
 
     def _send_stop(self) -> bool:
         """Send STOP; False if it cannot go (the worker has not connected yet)."""
@@ -476,7 +478,10 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         self._watch_exit()
         try:
             if not self._exited_now():
-                self._ask_to_leave()
+                self._wait.pause()  # no more reading
+                # The socket stays open until the worker is gone (see _release):
+                # closing it would only delay the worker's wake-up on STOP.
+                self._ask_to_leave(close_socket=False)
                 timeout = self._owner.timeout
                 if not await self._wait_exit(timeout):
                     child.signal(signal.SIGTERM)
@@ -493,8 +498,24 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
     async def _wait_exit(self, seconds: float | None) -> bool:
         exited = self._exited
         assert exited is not None
-        if not exited.done() and seconds != 0:
-            await asyncio.wait((exited,), timeout=seconds)
+        loop = self._loop
+        if exited.done() or seconds == 0 or loop is None:
+            return exited.done()
+        # asyncio.wait((exited,), timeout=seconds), in fewer steps.
+        waiter = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        exited.add_done_callback(wake)
+        timer = loop.call_later(seconds, wake) if seconds is not None else None
+        try:
+            await waiter
+        finally:
+            exited.remove_done_callback(wake)
+            if timer is not None:
+                timer.cancel()
         return exited.done()
 
 
