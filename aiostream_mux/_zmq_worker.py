@@ -500,7 +500,6 @@ def worker_main(
             set_options(socket)
             if address.startswith("tcp://["):
                 socket.set(_IPV6, 1)
-            socket.connect(address)  # first: the handshake goes on while we set up
             watchdog = _Watchdog(consumer_pid, start_method, address)
             sender = Sender(
                 socket,
@@ -515,7 +514,7 @@ def worker_main(
             if not watchdog.started:
                 sender.watchdog_due = time.perf_counter() + WATCHDOG_AFTER
                 sender.start_watchdog = watchdog.start
-            _run(sender, payload, pickled, seed, start_method)
+            _run(sender, payload, pickled, seed, start_method, lambda: socket.connect(address))
         except Stopped:
             pass
         except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
@@ -542,20 +541,45 @@ def worker_main(
             os._exit(0)
 
 
-def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: str) -> None:
+def _run(
+    sender: Sender,
+    payload: Any,
+    pickled: bool,
+    seed: Any,
+    start_method: str,
+    connect: Callable[[], None],
+) -> None:
     """Send the stream, then an end message, or an error message for its first failure.
 
     The source is closed before either goes, so that message says the worker has
     nothing left to do but wait for the consumer's STOP.
+
+    ``connect`` is called once the source is set up, before its first sample: the
+    set-up then runs without ZeroMQ's handshake competing with it for the CPU (each
+    step after a fork is slow enough as it is), and the handshake is over by the
+    time the first sample is ready to go (measured: sooner or later is slower).
     """
     items: Iterator[Any] | None = None
     try:
-        items = _items(_load(payload, pickled, start_method), seed)
+        try:
+            items = _items(_load(payload, pickled, start_method), seed)
+        finally:
+            connect()
         for sample in items:
             sender.add(sample)
         sender.flush()
         _close(items)
         message = encode_end(sender.token, sender.sent)
+    except Stopped:
+        # Asked to stop (STOP, or a first SIGTERM): the source's finally: runs now,
+        # whole. A SIGTERM arriving meanwhile, the consumer's next step when it is
+        # in a hurry, is ignored: SIGKILL is the only thing left to cut it short.
+        _set_handler(_SIGTERM, _SIG_IGN)
+        try:
+            _close(items)
+        except Exception:  # nobody to tell any more: say it on stderr
+            traceback.print_exc()
+        raise
     except Exception as exc:
         # Samples before the failure arrive first (a bad sample is never queued).
         sender.flush()

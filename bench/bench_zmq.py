@@ -332,7 +332,7 @@ def two_workers(n: int, work: int) -> Workload:
 def workloads(*, quick: bool = False) -> list[Workload]:
     found = [transfer(nbytes, q if quick else n) for nbytes, n, q in SIZES]
     found.append(touching(4 * MiB, 16 if quick else 128))
-    found.append(first_item(2 if quick else 5))
+    found.append(first_item(4 if quick else 20))
     found.append(two_workers(40 if quick else 200, 100_000))
     return found
 

@@ -129,6 +129,20 @@ def stubborn(marker: str) -> Iterator[Sample]:
             time.sleep(3600)
 
 
+def slow_to_close(closing: str, go: str, marker: str) -> Iterator[Sample]:
+    """Endless samples; its ``finally:`` raises ``closing``, waits for ``go``, touches ``marker``.
+
+    A slow close, to send the worker a SIGTERM in the middle of it.
+    """
+    try:
+        while True:
+            yield {"pid": os.getpid()}
+    finally:
+        raise_flag(closing)
+        wait_flag(go)
+        Path(marker).touch()
+
+
 def waits_for(path: str) -> Iterator[Sample]:
     """One sample, then a second only once the consumer raises the flag at ``path``."""
     yield {"i": 0, "pid": os.getpid()}
@@ -722,6 +736,25 @@ async def test_cancellation_stops_the_worker(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not alive(pids[0])
+
+
+def test_a_sigterm_does_not_cut_short_a_source_closing_on_stop(
+    tmp_path: Path, make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
+    closing, go = make_flag("closing"), make_flag("go")
+    marker = tmp_path / "finally-ran"
+    stream = ZMQStreamer(Streamer(slow_to_close, closing.path, go.path, str(marker))).iterate()
+    pid = next(stream)["pid"]
+    closer = threading.Thread(target=stream.close)  # STOP, then waits for the worker
+    closer.start()
+    try:
+        assert closing.wait()  # the worker is in the source's finally:
+        os.kill(pid, signal.SIGTERM)  # what a hurried consumer sends next
+    finally:
+        go.raise_()
+        closer.join()
+    assert marker.exists()  # the finally: ran to its end
+    assert not alive(pid)
 
 
 @pytest.mark.asyncio
