@@ -96,6 +96,7 @@ class _RunBase(Generic[T]):
         self._lock = threading.Lock()
         self._abandoned = False
         self._child: Child | None = None
+        self._stop_pipe: int | None = None  # the write end, for a forked worker
         self._watching = False  # the worker's exit, on the loop (async runs)
         self._exited: asyncio.Future[None] | None = None
         self._wait = _Wait()
@@ -142,32 +143,43 @@ class _RunBase(Generic[T]):
         return multiprocessing.get_context(self._owner.start_method).get_start_method()
 
     def _start_process(self, address: str) -> None:
-        """Pickle the streamer if needed and start the worker (blocking)."""
+        """Pickle the streamer if needed and start the worker (blocking).
+
+        A forked worker also gets the read end of a stop pipe (see ``_send_stop``).
+        """
         owner = self._owner
         assert self._decoder is not None
-        process = make_process(
-            owner.streamer,
-            owner.start_method,
-            address,
-            self._decoder.token,
-            self._seed,
-            copy=owner.copy,
-            batch_bytes=owner.batch_bytes,
-            batch_latency=owner.batch_latency,
-            prefetch_bytes=owner.prefetch_bytes,
-            shm_threshold=owner.shm_threshold,
-            shared_dir=self._dir if self._slots is not None else None,
-        )
-        with self._lock:
-            if self._abandoned:
-                return
-            process.start()
-            # Let the worker run first: a new process is queued on its parent's CPU
-            # and would wait there while this one goes on (an async consumer runs
-            # its event loop for a good 0.3 ms before it waits), however idle the
-            # other CPUs are.
-            yield_cpu()
-            self._child = Child(process)
+        stop_fd = None
+        if self._start_method() == "fork":
+            stop_fd, self._stop_pipe = os.pipe()
+        try:
+            process = make_process(
+                owner.streamer,
+                owner.start_method,
+                address,
+                self._decoder.token,
+                self._seed,
+                copy=owner.copy,
+                batch_bytes=owner.batch_bytes,
+                batch_latency=owner.batch_latency,
+                prefetch_bytes=owner.prefetch_bytes,
+                shm_threshold=owner.shm_threshold,
+                shared_dir=self._dir if self._slots is not None else None,
+                stop_fd=stop_fd,
+            )
+            with self._lock:
+                if self._abandoned:
+                    return
+                process.start()
+                # Let the worker run first: a new process is queued on its parent's
+                # CPU and would wait there while this one goes on (an async consumer
+                # runs its event loop for a good 0.3 ms before it waits), however
+                # idle the other CPUs are.
+                yield_cpu()
+                self._child = Child(process)
+        finally:
+            if stop_fd is not None:
+                os.close(stop_fd)  # the worker has its own
 
     # -- receive
     def _handle(self, frames: list[zmq.Frame]) -> bool:
@@ -252,7 +264,13 @@ class _RunBase(Generic[T]):
             self._close_sockets(linger=STOP_LINGER_MS)  # no more reading; STOP still goes
 
     def _send_stop(self) -> bool:
-        """Send STOP; False if it cannot go (the worker has not connected yet)."""
+        """Send STOP; False if it cannot go (the worker has not connected yet).
+
+        A forked worker also hears it on the stop pipe, at once when it is
+        waiting (for the consumer, or for room to send): STOP itself crosses
+        ZeroMQ's I/O threads of both processes before it wakes the worker.
+        """
+        self._close_stop_pipe(b"!")
         shadow = self._shadow
         if shadow is None:
             return False
@@ -261,6 +279,14 @@ class _RunBase(Generic[T]):
         except zmq.ZMQError:
             return False
         return True
+
+    def _close_stop_pipe(self, message: bytes = b"") -> None:
+        fd, self._stop_pipe = self._stop_pipe, None
+        if fd is not None:
+            with contextlib.suppress(OSError):  # the worker is gone: nobody to tell
+                if message:
+                    os.write(fd, message)
+            os.close(fd)
 
     # -- close
     def _release(self) -> None:
@@ -277,6 +303,7 @@ class _RunBase(Generic[T]):
             child.end_now(self._owner.timeout)
             child.reap()
         self._close_sockets()
+        self._close_stop_pipe()
         _remove(self._dir)  # the worker is gone: it writes no more files there
         self._dir = None
 
@@ -326,6 +353,7 @@ class _RunBase(Generic[T]):
                 else:
                     reap_later(child, self._owner.timeout, directory)
             self._close_sockets()
+            self._close_stop_pipe()
             # Now, for a consumer that looks; the reaper removes it again once the
             # worker is gone, in case the worker was writing a shared array there.
             _remove(directory)

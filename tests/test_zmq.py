@@ -757,6 +757,30 @@ def test_a_sigterm_does_not_cut_short_a_source_closing_on_stop(
     assert not alive(pid)
 
 
+def pipes() -> int:
+    """How many pipes this process has open (a forked worker's stop pipe is one)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+    return count
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.asyncio
+async def test_closed_runs_leave_no_pipe_open(start_method: str, no_leftovers: None) -> None:
+    z = ZMQStreamer(Streamer(counter, 50), start_method=start_method)  # type: ignore[arg-type]
+    list(z.iterate(max_iter=1))  # the first run opens what the process keeps
+    before = pipes()
+    for _ in range(3):
+        with z.iterate() as stream:
+            next(stream)
+        async with z.iterate() as astream:
+            await astream.__anext__()
+        assert [s["i"] async for s in z.iterate(max_iter=3)] == [0, 1, 2]
+    assert pipes() == before
+
+
 @pytest.mark.asyncio
 async def test_a_close_in_a_cancelled_anyio_scope_still_ends_the_worker(
     tmp_path: Path, no_leftovers: None

@@ -512,6 +512,22 @@ def test_acknowledgements_give_slots_back_and_bogus_ones_are_refused(
         control(STOP)
 
 
+def test_the_stop_pipe_ends_a_wait_without_a_message(
+    pair: tuple[zmq.Socket[Any], zmq.Socket[Any]],
+) -> None:
+    worker, consumer = pair
+    read, write = os.pipe()
+    try:
+        sender = Sender(worker, TOKEN, copy=False, batch_bytes=1, batch_latency=1.0, stop_fd=read)
+        consumer.send(encode_ack(0))  # something else to wake for: no STOP on the socket
+        os.write(write, b"!")  # what a closing consumer writes
+        with pytest.raises(Stopped):
+            sender.wait_for_control()
+    finally:
+        os.close(read)
+        os.close(write)
+
+
 # -- end to end
 
 
