@@ -129,7 +129,8 @@ def run_module(name: str, args: argparse.Namespace, env: dict[str, Any]) -> list
     for workload in module.workloads(quick=args.quick):
         if args.keyword is not None and args.keyword not in workload.name:
             continue
-        result = run_workload(workload, repeats=args.repeats, warmup=args.warmup)
+        repeats = args.repeats * workload.round_factor
+        result = run_workload(workload, repeats=repeats, warmup=args.warmup)
         print(format_result(result), flush=True)
         results.append(result)
     path: Path = args.json if args.json is not None else RESULTS / f"{PREFIX}{name}.json"

@@ -84,6 +84,9 @@ class Workload:
     #: Every run of every variant must return exactly this many items.
     items: int | None = None
     note: str = ""
+    #: Rounds to run per round asked for: short rounds whose paired ratios
+    #: scatter widely get more of them, so their medians settle.
+    round_factor: int = 1
 
     def __post_init__(self) -> None:
         if not self.variants:

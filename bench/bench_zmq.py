@@ -296,6 +296,7 @@ def first_item(k: int) -> Workload:
             Ratio(MUX_SYNC, PESCADOR),
         ),
         items=k,
+        round_factor=3,  # a round takes ~0.4 s, and its ratios scatter by +-0.1
         note=f"start method {multiprocessing.get_start_method()!r} for every variant; "
         "the consumer's ZeroMQ context is shared per process for ours and raw; "
         "each iteration also ends and reaps the worker (raw: SIGTERM; ours: polite "
