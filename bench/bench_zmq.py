@@ -35,11 +35,12 @@ Fairness (what each side does per run):
 - the end: raw receives exactly ``n`` arrays and joins its sender; ours
   receives an end message, asks the worker to stop and reaps it.
 
-Time to first item: start, receive one array, end the worker; ``k`` times per
-run. Both sides end and reap their worker inside the timed loop (raw: SIGTERM,
-an immediate kill; ours: the polite STOP message, the source closed in the
-worker, then its exit), so the time is "first item plus ending the process" for
-both; ours pays the politeness.
+Time to first item: start, receive one array, end the worker; ``k`` (20) times
+per run, and three times the rounds of the other workloads, since a round is
+short and its paired ratios scatter. Both sides end and reap their worker inside
+the timed loop (raw: SIGTERM, an immediate kill; ours: the polite STOP message,
+the source closed in the worker, then its exit), so the time is "first item plus
+ending the process" for both; ours pays the politeness.
 Two workers: a CPU-bound source on one ZMQStreamer, against a RoundRobinMux over
 two ZMQStreamers sharing the same work.
 """
