@@ -180,10 +180,8 @@ def _async_engine(
         return _async_cycle(streamer, first, max_iter, seed, task_group)
     if max_iter is not None:
         return _limit(first, max_iter)
-    if inspect.isasyncgen(first) or getattr(first, "_closes_itself", False):
-        # The fast path, nothing to add per item: an async generator, or a run that
-        # closes itself at its end and on an error (a ZMQStreamer's).
-        return first
+    if inspect.isasyncgen(first):
+        return first  # type: ignore[return-value]  # the fast path: nothing to add per item
     return _limit_none(first)
 
 

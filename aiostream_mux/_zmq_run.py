@@ -32,7 +32,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-import anyio
 import zmq
 import zmq.asyncio
 
@@ -96,7 +95,7 @@ class _RunBase(Generic[T]):
         self._lock = threading.Lock()
         self._abandoned = False
         self._child: Child | None = None
-        self._stop_pipe: int | None = None  # the write end, for a forked worker
+        self._stop_pipe: tuple[int, int] | None = None  # (read, write), for a forked worker
         self._watching = False  # the worker's exit, on the loop (async runs)
         self._exited: asyncio.Future[None] | None = None
         self._wait = _Wait()
@@ -151,7 +150,10 @@ class _RunBase(Generic[T]):
         assert self._decoder is not None
         stop_fd = None
         if self._start_method() == "fork":
-            stop_fd, self._stop_pipe = os.pipe()
+            # Both ends stay open here until the run is released: with its read end
+            # open, a write can never raise EPIPE (nor SIGPIPE) when the worker is gone.
+            self._stop_pipe = os.pipe()
+            stop_fd = self._stop_pipe[0]
         try:
             process = make_process(
                 owner.streamer,
@@ -177,9 +179,9 @@ class _RunBase(Generic[T]):
                 # idle the other CPUs are.
                 yield_cpu()
                 self._child = Child(process)
-        finally:
-            if stop_fd is not None:
-                os.close(stop_fd)  # the worker has its own
+        except BaseException:
+            self._close_stop_pipe()
+            raise
 
     # -- receive
     def _handle(self, frames: list[zmq.Frame]) -> bool:
@@ -251,8 +253,8 @@ class _RunBase(Generic[T]):
         """Take the first step of closing a running worker: the polite STOP.
 
         It reaches the worker between two samples, or while it waits after its
-        end. A worker that has not connected yet (a spawned one still starting)
-        cannot hear it: that one gets SIGTERM at once. The socket is closed now
+        end. A worker that has not connected yet (one still starting) cannot hear
+        it: that one gets SIGTERM at once. The socket is closed now
         (it lingers until STOP is out) unless ``close_socket`` is false.
         """
         child = self._child
@@ -281,31 +283,41 @@ class _RunBase(Generic[T]):
         return True
 
     def _close_stop_pipe(self, message: bytes = b"") -> None:
-        fd, self._stop_pipe = self._stop_pipe, None
-        if fd is not None:
-            with contextlib.suppress(OSError):  # the worker is gone: nobody to tell
-                if message:
-                    os.write(fd, message)
-            os.close(fd)
+        """Write ``message`` on the stop pipe, if there is one, and close it."""
+        pipe, self._stop_pipe = self._stop_pipe, None
+        if pipe is not None:
+            read, write = pipe
+            if message:
+                os.write(write, message)  # never blocks: one byte into an empty pipe
+            os.close(write)
+            os.close(read)
 
     # -- close
-    def _release(self) -> None:
-        """Reap the worker and close the socket, the context and the directory (sync)."""
+    def _release(self, block: bool = True) -> None:
+        """Reap the worker and close the socket, the context and the directory (sync).
+
+        With ``block`` false, a worker still running gets SIGTERM and a reaper
+        thread does the rest (SIGKILL if it must, then the directory).
+        """
         with self._lock:
             self._abandoned = True
             child = self._child
+        directory, self._dir = self._dir, None
         if child is not None:
             if self._watching and self._loop is not None:
                 exited = self._exited
                 if exited is None or not exited.done():  # else _exit_seen removed it
                     self._loop.remove_reader(child.fd)
                 self._watching = False
-            child.end_now(self._owner.timeout)
-            child.reap()
+            if not block and not child.exited():
+                child.signal(signal.SIGTERM)
+                reap_later(child, self._owner.timeout, directory)
+            else:
+                child.end_now(self._owner.timeout)
+                child.reap()
         self._close_sockets()
         self._close_stop_pipe()
-        _remove(self._dir)  # the worker is gone: it writes no more files there
-        self._dir = None
+        _remove(directory)  # (a reaper removes it again once its worker is gone)
 
     def _close_sockets(self, linger: int = 0) -> None:
         loop = self._loop
@@ -342,8 +354,15 @@ class _RunBase(Generic[T]):
             loop = self._loop
             wait, self._wait = self._wait, _Wait()  # _close_sockets must not touch the loop
             if wait.reading and loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(wait.pause)
+                # The loop must stop watching the socket's descriptor before the socket
+                # closes, or a later socket given the same number goes unwatched.
+                if _running_loop() is loop:
+                    wait.pause()
+                else:  # its own thread stops watching, then closes the socket
+                    socket, self._socket, self._shadow = self._socket, None, None
+                    loop.call_soon_threadsafe(_pause_then_close, wait, socket)
             directory, self._dir = self._dir, None
+            self._close_stop_pipe(b"!")  # a worker waiting for us stops at once
             if child is not None:
                 child.signal(signal.SIGTERM)  # the worker still closes its source
                 if sys.is_finalizing():
@@ -353,23 +372,13 @@ class _RunBase(Generic[T]):
                 else:
                     reap_later(child, self._owner.timeout, directory)
             self._close_sockets()
-            self._close_stop_pipe()
             # Now, for a consumer that looks; the reaper removes it again once the
             # worker is gone, in case the worker was writing a shared array there.
             _remove(directory)
 
 
 class _ZMQRun(_RunBase[T], AsyncIterator[T]):
-    """An activation consumed with ``async for``: receives with zmq.asyncio.
-
-    It closes itself at its end and on an error, so a Stream hands it out as it is
-    (``_closes_itself``), without a wrapper around every item and around its close.
-    A close that starts while its task is being cancelled is shielded, as a
-    wrapper would; one cancelled while it waits ends the worker at once (SIGTERM,
-    a short blocking wait, SIGKILL).
-    """
-
-    _closes_itself = True
+    """An activation consumed with ``async for``: receives with zmq.asyncio."""
 
     def __init__(self, owner: ZMQStreamer[T], seed: np.random.SeedSequence | None) -> None:
         super().__init__(owner, seed)
@@ -487,16 +496,12 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
         if not self._begin_close():
             return
+        block = False  # cancelled while waiting for the worker: do not hold the loop up
         try:
-            if _cancelling():
-                # Closed as part of a cancellation (an anyio scope cancels every
-                # await in it): the polite stop still gets its time, on the loop.
-                with anyio.CancelScope(shield=True):
-                    await self._stop_worker()
-            else:  # the usual case: no cancel scope, which costs a short run ~0.1 ms
-                await self._stop_worker()
+            await self._stop_worker()
+            block = True
         finally:
-            self._release()
+            self._release(block)
 
     async def _stop_worker(self) -> None:
         waiter = self._wait.future
@@ -512,21 +517,17 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         if child is None:
             return
         self._watch_exit()
-        try:
-            if not self._exited_now():
-                self._wait.pause()  # no more reading
-                # The socket stays open until the worker is gone (see _release):
-                # closing it would only delay the worker's wake-up on STOP.
-                self._ask_to_leave(close_socket=False)
-                timeout = self._owner.timeout
+        if not self._exited_now():
+            self._wait.pause()  # no more reading
+            # The socket stays open until the worker is gone (see _release):
+            # closing it would only delay the worker's wake-up on STOP.
+            self._ask_to_leave(close_socket=False)
+            timeout = self._owner.timeout
+            if not await self._wait_exit(timeout):
+                child.signal(signal.SIGTERM)
                 if not await self._wait_exit(timeout):
-                    child.signal(signal.SIGTERM)
-                    if not await self._wait_exit(timeout):
-                        child.signal(signal.SIGKILL)
-                        await self._wait_exit(None)
-        except BaseException:  # cancelled while waiting: no more awaiting
-            child.end_now(self._owner.timeout)
-            raise
+                    child.signal(signal.SIGKILL)
+                    await self._wait_exit(None)
 
     def _exited_now(self) -> bool:
         return self._exited is not None and self._exited.done()
@@ -675,11 +676,17 @@ def _receive_message(socket: zmq.backend.Socket, flags: int) -> list[zmq.Frame]:
     return frames
 
 
-def _cancelling() -> bool:
-    """Whether the current task is being cancelled (always True before Python 3.11)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _pause_then_close(wait: _Wait, socket: zmq.Socket[Any] | None) -> None:
+    wait.pause()
+    if socket is not None:
+        socket.close(linger=0)
 
 
 def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:

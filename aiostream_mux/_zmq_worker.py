@@ -298,13 +298,13 @@ try:
 except ImportError:  # pragma: no cover - not CPython
     _set_handler = signal.signal
 _SIGINT, _SIGTERM = int(signal.SIGINT), int(signal.SIGTERM)
-_SIG_IGN, _SIG_DFL = int(signal.SIG_IGN), int(signal.SIG_DFL)
+_SIG_IGN = int(signal.SIG_IGN)
 
 _terminated = [False]
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    _set_handler(_SIGTERM, _SIG_DFL)  # a second SIGTERM ends the process
+    _set_handler(_SIGTERM, _SIG_IGN)  # the source closes now; only SIGKILL cuts it short
     _terminated[0] = True
     raise Stopped
 
@@ -537,7 +537,8 @@ def worker_main(
             if not watchdog.started:
                 sender.watchdog_due = time.perf_counter() + WATCHDOG_AFTER
                 sender.start_watchdog = watchdog.start
-            _run(sender, payload, pickled, seed, start_method, lambda: socket.connect(address))
+            socket.connect(address)  # ZeroMQ's handshake goes on while the source starts
+            _run(sender, payload, pickled, seed, start_method)
         except Stopped:
             pass
         except BaseException:  # ZeroMQ failed under us: say so on stderr, exit 1
@@ -564,48 +565,29 @@ def worker_main(
             os._exit(0)
 
 
-def _run(
-    sender: Sender,
-    payload: Any,
-    pickled: bool,
-    seed: Any,
-    start_method: str,
-    connect: Callable[[], None],
-) -> None:
+def _run(sender: Sender, payload: Any, pickled: bool, seed: Any, start_method: str) -> None:
     """Send the stream, then an end message, or an error message for its first failure.
 
     The source is closed before either goes, so that message says the worker has
     nothing left to do but wait for the consumer's STOP.
-
-    ``connect`` is called once the source is set up, before its first sample: the
-    set-up then runs without ZeroMQ's handshake competing with it for the CPU (each
-    step after a fork is slow enough as it is), and the handshake is over by the
-    time the first sample is ready to go (measured: sooner or later is slower).
     """
     items: Iterator[Any] | None = None
     try:
-        try:
-            items = _items(_load(payload, pickled, start_method), seed)
-        finally:
-            connect()
+        items = _items(_load(payload, pickled, start_method), seed)
         for sample in items:
             sender.add(sample)
         sender.flush()
         _close(items)
         message = encode_end(sender.token, sender.sent)
     except Stopped:
-        # Asked to stop (STOP, or a first SIGTERM): the source's finally: runs now,
-        # whole. A SIGTERM arriving meanwhile, the consumer's next step when it is
-        # in a hurry, is ignored: SIGKILL is the only thing left to cut it short.
-        _set_handler(_SIGTERM, _SIG_IGN)
-        try:
-            _close(items)
-        except Exception:  # nobody to tell any more: say it on stderr
-            traceback.print_exc()
+        _stop(items)
         raise
     except Exception as exc:
-        # Samples before the failure arrive first (a bad sample is never queued).
-        sender.flush()
+        try:
+            sender.flush()  # samples before the failure arrive first (a bad one is never queued)
+        except Stopped:
+            _stop(items)
+            raise
         try:
             _close(items)
         except Exception as late:  # the first failure is the one to report
@@ -613,6 +595,19 @@ def _run(
         message = encode_error(sender.token, exc)
     sender.send(message)
     sender.wait_for_stop()
+
+
+def _stop(items: Iterator[Any] | None) -> None:
+    """Asked to stop (STOP, or a first SIGTERM): close the source now, its ``finally:`` whole.
+
+    A SIGTERM arriving meanwhile, the consumer's next step when it is in a hurry,
+    is ignored: only SIGKILL can cut the source's cleanup short.
+    """
+    _set_handler(_SIGTERM, _SIG_IGN)
+    try:
+        _close(items)
+    except Exception:  # nobody to tell any more: say it on stderr
+        traceback.print_exc()
 
 
 def _close(items: Iterator[Any] | None) -> None:

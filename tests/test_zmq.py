@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import glob
 import mmap
 import os
@@ -779,6 +780,122 @@ async def test_closed_runs_leave_no_pipe_open(start_method: str, no_leftovers: N
             await astream.__anext__()
         assert [s["i"] async for s in z.iterate(max_iter=3)] == [0, 1, 2]
     assert pipes() == before
+
+
+async def exited(pid: int, seconds: float = 20.0) -> bool:
+    """Wait (off the loop) until process ``pid`` has ended; False after ``seconds``."""
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = await asyncio.to_thread(select.select, [fd], [], [], seconds)
+    finally:
+        os.close(fd)
+    return bool(ready)
+
+
+async def other_tasks() -> None:
+    """Let every other task of the loop finish (such as a finalized generator's close)."""
+    me = asyncio.current_task()
+    await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not me))
+
+
+@pytest.mark.asyncio
+async def test_a_stream_dropped_after_a_break_still_stops_its_worker_politely(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    marker = tmp_path / "finally-ran"
+    stream = ZMQStreamer(Streamer(forever, str(marker))).iterate()
+    async for s in stream:
+        pid = s["pid"]
+        break
+    del stream, s
+    gc.collect()  # asyncio's hooks close the dropped generator, on the loop
+    assert await exited(pid)
+    await other_tasks()
+    assert marker.exists()  # a polite stop: the source's finally: ran
+
+
+@pytest.mark.asyncio
+async def test_a_run_dropped_on_the_loop_stops_watching_its_socket_at_once(
+    no_leftovers: None,
+) -> None:
+    z = ZMQStreamer(Streamer(forever))
+    run = z._start(prefer_async=True)
+    assert isinstance(run, _ZMQRun)
+    pid = (await run.__anext__())["pid"]
+    fd = run._wait.fd
+    assert fd is not None
+    del run
+    gc.collect()  # the run's __del__, on the loop's thread, closes its socket
+    # ... and the loop watches that descriptor no more: a later socket may get the
+    # same number, and a reader removed later would then be that socket's.
+    assert not asyncio.get_running_loop().remove_reader(fd)
+    async with z.iterate() as stream:
+        assert (await asyncio.wait_for(stream.__anext__(), 20))["i"] == 0
+    assert await exited(pid)
+
+
+@pytest.mark.asyncio
+async def test_a_close_cancelled_during_the_workers_cleanup_does_not_hold_the_loop(
+    tmp_path: Path, make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
+    closing, go = make_flag("closing"), make_flag("go")
+    marker = tmp_path / "finally-ran"
+    stream = ZMQStreamer(
+        Streamer(slow_to_close, closing.path, go.path, str(marker)), timeout=30
+    ).iterate()
+    pid = (await stream.__anext__())["pid"]
+    closer = asyncio.create_task(stream.aclose())
+    try:
+        assert await asyncio.to_thread(closing.wait)  # the worker is in the source's finally:
+        closer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closer  # at once: a blocking wait here would end in SIGKILL
+    finally:
+        go.raise_()  # the cleanup may end now
+    assert await exited(pid)
+    assert marker.exists()  # SIGTERM did not cut the cleanup short, nor did SIGKILL
+
+
+def test_a_close_after_its_worker_died_survives_the_default_sigpipe(tmp_path: Path) -> None:
+    # The stop byte goes into a pipe whose reader may be gone: with SIGPIPE at its
+    # default (as command-line tools set it), writing there would kill the consumer.
+    script = tmp_path / "consumer.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, os, select, signal
+            from aiostream_mux import Streamer, ZMQStreamer
+
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+            def forever():
+                while True:
+                    yield {"pid": os.getpid()}
+
+            async def main():
+                z = ZMQStreamer(Streamer(forever), start_method="fork")
+                async with z.iterate() as stream:
+                    async for s in stream:
+                        os.kill(s["pid"], signal.SIGKILL)
+                        fd = os.pidfd_open(s["pid"])
+                        select.select([fd], [], [], 20)  # dead, unseen by the loop yet
+                        os.close(fd)
+                        break
+
+            asyncio.run(main())
+            print("closed")
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "closed"
 
 
 @pytest.mark.asyncio
