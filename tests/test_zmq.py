@@ -784,7 +784,10 @@ async def test_closed_runs_leave_no_pipe_open(start_method: str, no_leftovers: N
 
 async def exited(pid: int, seconds: float = 20.0) -> bool:
     """Wait (off the loop) until process ``pid`` has ended; False after ``seconds``."""
-    fd = os.pidfd_open(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # ended and reaped already
+        return True
     try:
         ready, _, _ = await asyncio.to_thread(select.select, [fd], [], [], seconds)
     finally:
