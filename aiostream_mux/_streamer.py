@@ -263,6 +263,18 @@ class Streamer(StreamerPipeline[T], Generic[T]):
             return inspect.isasyncgenfunction(target)
         return isinstance(source, AsyncIterable) and not isinstance(source, Iterable)
 
+    def _runs_sync(self) -> bool:
+        """Tell whether a sync activation (``prefer_async=False``) needs no event loop.
+
+        ``True`` for sync sources, and for sources with a sync path of their own
+        besides the async one (a ZMQStreamer). A mux whose members all run sync
+        serves ``for`` with its sync driver, without a background loop.
+        """
+        source = self.streamer
+        if isinstance(source, Streamer):
+            return source._runs_sync()
+        return not self._is_async()
+
     def _track(self, run: object) -> None:
         try:
             with self._runs_lock:
@@ -802,6 +814,9 @@ class _Derived(Streamer[T]):
 
     def _is_async(self) -> bool:
         return self._make_sync is None
+
+    def _runs_sync(self) -> bool:
+        return self._make_sync is not None
 
     def _start(
         self,

@@ -96,7 +96,8 @@ class ZMQStreamer(Streamer[T]):
     :mod:`zmq.asyncio`, so ``async for`` on asyncio works directly, a plain
     ``for`` receives on a blocking socket of its own (no event loop, no
     thread), and a mux over several ZMQStreamers receives from all of them
-    concurrently on one loop.
+    concurrently on one loop (under a plain ``for``, it starts their workers
+    together and reads each one's socket in turn, without a loop).
 
     Samples are dicts whose values are numpy arrays (any shape; bool, numeric,
     datetime, str or bytes dtype; C or Fortran order or not contiguous), numpy
@@ -240,7 +241,10 @@ class ZMQStreamer(Streamer[T]):
         return f"<ZMQStreamer of {self.streamer!r}>"
 
     def _is_async(self) -> bool:
-        return True
+        return True  # an async consumer receives from it on its own loop
+
+    def _runs_sync(self) -> bool:
+        return True  # a sync consumer receives on a plain socket, without a loop
 
     def _start(
         self,
@@ -250,4 +254,6 @@ class ZMQStreamer(Streamer[T]):
     ) -> Iterator[T] | AsyncIterator[T]:
         if prefer_async:
             return _ZMQRun(self, seed)
-        return _ZMQSyncRun(self, seed)
+        run = _ZMQSyncRun(self, seed)
+        run.launch()
+        return run

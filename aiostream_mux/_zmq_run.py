@@ -76,8 +76,9 @@ _RCVTIMEO = int(zmq.RCVTIMEO)
 class _RunBase(Generic[T]):
     """What the async and the sync run share: start, decode, release.
 
-    Nothing happens until the first item is asked for; an async run may then be
-    iterated on another thread's event loop than the one that created it.
+    An async run does nothing until its first item is asked for, so it may be
+    iterated on another thread's event loop than the one that created it; a sync
+    run starts its worker as soon as it is made (see :meth:`_ZMQSyncRun.launch`).
     """
 
     _socket: zmq.Socket[Any] | None
@@ -582,12 +583,24 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             return items.popleft()  # type: ignore[no-any-return]
         return self._next_message()
 
+    def launch(self) -> None:
+        """Bind the socket and start the worker.
+
+        Called when the run is made, not at its first item: a mux's sync driver
+        opens all its active members before it draws from one, so their workers
+        all run from the start (and wait on each other, if their sources do).
+        """
+        try:
+            self._start_process(self._open(_shared_context(zmq.Context)))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                self.close()
+            raise
+
     def _next_message(self) -> T:
         if self._state is _DONE:
             raise StopIteration
         try:
-            if self._state is _NEW:
-                self._start_process(self._open(_shared_context(zmq.Context)))
             while True:
                 if not self._handle(self._receive()):
                     break

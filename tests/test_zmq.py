@@ -992,6 +992,35 @@ def test_mux_runs_workers_at_the_same_time(
     assert out == [(a, 0), (b, 0), (a, 1), (b, 1), (a, 2), (b, 2)]
 
 
+@pytest.mark.parametrize(
+    "mux_class",
+    [am.RoundRobinMux, am.ShuffledMux, am.StochasticMux, am.ChainMux],
+    ids=["roundrobin", "shuffled", "stochastic", "chain"],
+)
+def test_sync_mux_over_zmq_streamers_receives_without_a_loop(
+    mux_class: Callable[..., am.Streamer[Sample]], no_leftovers: None
+) -> None:
+    """A plain ``for`` draws from each worker's socket directly: no portal thread."""
+    members = [ZMQStreamer(Streamer(counter, 4)), ZMQStreamer(Streamer(counter, 4))]
+    kwargs: dict[str, Any] = {"mode": "exhaustive"} if mux_class is not am.ShuffledMux else {}
+    if mux_class is am.StochasticMux:
+        kwargs.update(n_active=2, rate=None)
+    if mux_class is not am.ChainMux:
+        kwargs["random_state"] = 0
+    mux = mux_class(members, **kwargs)
+    threads = threading.active_count()
+    with mux.iterate(max_iter=8) as stream:
+        out = []
+        for sample in stream:
+            out.append(sample["i"])
+            assert threading.active_count() == threads
+    if mux_class is am.ShuffledMux:  # it restarts members that end
+        assert len(out) == 8
+        assert set(out) <= set(range(4))
+    else:
+        assert sorted(out) == sorted(list(range(4)) * 2)
+
+
 @pytest.mark.asyncio
 async def test_async_mux_over_zmq_streamers(no_leftovers: None) -> None:
     mux = am.StochasticMux(

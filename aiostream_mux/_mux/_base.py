@@ -145,6 +145,9 @@ class BaseMux(Streamer[T]):
     def _is_async(self) -> bool:
         return any(member._is_async() for member in self.streamers)
 
+    def _runs_sync(self) -> bool:
+        return all(member._runs_sync() for member in self.streamers)
+
     def _policy_for(self, seed: np.random.SeedSequence | None) -> MuxPolicy:
         if seed is not None:
             # Activated by a parent mux: a fresh generator per activation, so a
@@ -161,7 +164,11 @@ class BaseMux(Streamer[T]):
         policy = self._policy_for(seed)
         counters = Counters(len(self.streamers), policy.n_slots, self._targets())
         run: Run[T]
-        if self._is_async():
+        if (prefer_async or not self._runs_sync()) and self._is_async():
+            # Async members for an async consumer (each gets a task), or members
+            # that need a loop even for a sync one (the Stream serves it through
+            # a portal). Members that all run sync (ZMQStreamers among them) are
+            # drawn from directly by the sync driver.
             from ._driver import AsyncMuxIterator
 
             run = AsyncMuxIterator(policy, self._member, task_group, self.prefetch, counters)

@@ -231,6 +231,10 @@ class ChainMux(BaseMux[T]):
         known = self._members.known
         return known is not None and any(member._is_async() for member in known)
 
+    def _runs_sync(self) -> bool:
+        known = self._members.known
+        return known is None or all(member._runs_sync() for member in known)
+
     def _start(
         self,
         seed: np.random.SeedSequence | None = None,
@@ -239,7 +243,8 @@ class ChainMux(BaseMux[T]):
     ) -> Run[T]:
         spawn = SeedSpawner(seed if seed is not None else self._root_seed)
         cycle = self.mode == "cycle"
-        if self._is_async() or (prefer_async and self._members.known is None):
+        lazy = self._members.known is None
+        if not self._runs_sync() or (prefer_async and (lazy or self._is_async())):
             return _ChainAsync(self._members, spawn, cycle, task_group, self.prefetch)
         return _chain_sync(self._members, spawn, cycle)
 
