@@ -699,15 +699,36 @@ def _cancel_pending() -> bool:
     """Whether the current task is being cancelled (by an anyio scope or asyncio's cancel()).
 
     Before Python 3.11, where tasks do not count their cancellations, always True.
+    asyncio's count comes first: asking anyio costs a fresh fork's consumer about
+    0.1 ms (the pages of its code it writes to), so it is asked only about a task
+    that anyio knows, one that is or was inside an anyio cancel scope.
     """
     try:
-        if anyio.current_effective_deadline() == -math.inf:  # a cancelled anyio scope
-            return True
         task = asyncio.current_task()
     except RuntimeError:  # no event loop runs: driven by hand, nothing to cancel it
         return False
     cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
+    if cancelling is None or cancelling() > 0:
+        return True
+    if _anyio_tasks is not None and task not in _anyio_tasks:
+        return False
+    return anyio.current_effective_deadline() == -math.inf  # a cancelled anyio scope
+
+
+def _anyio_task_states() -> Any:
+    """Return the record anyio keeps of the asyncio tasks it manages, or None.
+
+    A private name of anyio's: without it, :func:`_cancel_pending` asks anyio
+    about every task, which is right, only slower.
+    """
+    try:
+        from anyio._backends._asyncio import _task_states
+    except ImportError:  # pragma: no cover - another anyio
+        return None
+    return _task_states if hasattr(_task_states, "__contains__") else None
+
+
+_anyio_tasks = _anyio_task_states()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

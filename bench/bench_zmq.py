@@ -311,20 +311,30 @@ def two_workers(n: int, work: int) -> Workload:
     def one() -> int:
         return drain(ZMQStreamer(aiostream_mux.Streamer(spin, n, work)))
 
-    def two() -> int:
+    def two_mux() -> aiostream_mux.RoundRobinMux[dict[str, int]]:
         half = n // 2
-        mux: aiostream_mux.RoundRobinMux[dict[str, int]] = aiostream_mux.RoundRobinMux(
+        return aiostream_mux.RoundRobinMux(
             [
                 ZMQStreamer(aiostream_mux.Streamer(spin, half, work)),
                 ZMQStreamer(aiostream_mux.Streamer(spin, n - half, work)),
             ]
         )
-        return drain(mux)
 
+    one_name, two_name = "one ZMQStreamer", "RoundRobinMux of two ZMQStreamers"
     return Workload(
         "ZMQ parallelism: CPU-bound source, two workers vs one",
-        {"one ZMQStreamer": one, "RoundRobinMux of two ZMQStreamers": two},
-        ratios=(Ratio("RoundRobinMux of two ZMQStreamers", "one ZMQStreamer", target=1.7),),
+        {
+            f"{one_name} (for)": one,
+            f"{two_name} (for)": lambda: drain(two_mux()),
+            f"{one_name} (async for)": run_async(
+                lambda: adrain(ZMQStreamer(aiostream_mux.Streamer(spin, n, work)))
+            ),
+            f"{two_name} (async for)": run_async(lambda: adrain(two_mux())),
+        },
+        ratios=(
+            Ratio(f"{two_name} (for)", f"{one_name} (for)", target=1.7),
+            Ratio(f"{two_name} (async for)", f"{one_name} (async for)", target=1.7),
+        ),
         items=n,
         note=f"{n} samples of {work:,} pure-Python steps each; "
         f"{os.cpu_count()} CPUs; ~1.8x expected on 2 cores",

@@ -30,7 +30,7 @@ import zmq
 import aiostream_mux as am
 from aiostream_mux import ConfigError, DataError, Streamer, UnsupportedBackendError, WorkerError
 from aiostream_mux._zmq import ZMQStreamer
-from aiostream_mux._zmq_run import _ZMQRun, _ZMQSyncRun
+from aiostream_mux._zmq_run import _cancel_pending, _ZMQRun, _ZMQSyncRun
 from aiostream_mux._zmq_shm import SHM_ROOT, shm_root
 from aiostream_mux._zmq_wire import RemoteTraceback
 
@@ -915,6 +915,32 @@ async def test_a_close_in_a_cancelled_anyio_scope_still_ends_the_worker(
     assert scope.cancelled_caught
     assert not alive(pids[0])
     assert marker.exists()
+
+
+@pytest.mark.asyncio
+async def test_cancel_pending_sees_asyncio_and_anyio_cancellations() -> None:
+    # What decides whether a close shields its polite stop: a cancellation already
+    # under way, delivered (asyncio's count) or not yet (an anyio scope this task
+    # cancelled itself, whose delivery waits for the task's next await).
+    assert not _cancel_pending()
+    with anyio.CancelScope() as scope:  # noqa: ASYNC100 - no await is the point
+        assert not _cancel_pending()
+        scope.cancel()
+        assert _cancel_pending()
+    with anyio.CancelScope(shield=True):  # noqa: ASYNC100
+        assert not _cancel_pending()  # a task anyio knows, not cancelled
+
+    async def cancelled() -> bool:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return _cancel_pending()
+        return False
+
+    task = asyncio.create_task(cancelled())
+    await asyncio.sleep(0)
+    task.cancel()
+    assert await task
 
 
 @pytest.mark.asyncio
