@@ -429,7 +429,6 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             ) from None
         self._loop = loop
         self._exited = loop.create_future()
-        self._exited.add_done_callback(self._wait.on_exit)
         address = self._open(_shared_context(zmq.asyncio.Context))
         assert self._shadow is not None
         self._wait.loop = loop
@@ -447,7 +446,7 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         if child is None or loop is None or exited is None or self._watching:
             return
         # The callback holds no reference to the run, so a dropped run is collected.
-        loop.add_reader(child.fd, _exit_seen, loop, child.fd, exited)
+        loop.add_reader(child.fd, _exit_seen, loop, child.fd, exited, self._wait)
         self._watching = True
 
     async def _receive(self) -> list[zmq.Frame]:
@@ -540,27 +539,31 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
         return self._exited is not None and self._exited.done()
 
     async def _wait_exit(self, seconds: float | None) -> bool:
-        exited = self._exited
+        """Wait up to ``seconds`` (``None``: for ever) for the worker's exit; True if it exited.
+
+        The run's one wait future, woken by the exit's reader itself
+        (:func:`_exit_seen`): this task runs in the loop step after the one that
+        sees the exit, a step sooner than through a done callback of ``_exited``.
+        """
+        exited, loop, wait = self._exited, self._loop, self._wait
         assert exited is not None
-        loop = self._loop
         if exited.done() or seconds == 0 or loop is None:
             return exited.done()
-        # asyncio.wait((exited,), timeout=seconds), in fewer steps.
-        waiter = loop.create_future()
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        exited.add_done_callback(wake)
-        timer = loop.call_later(seconds, wake) if seconds is not None else None
-        try:
-            await waiter
-        finally:
-            exited.remove_done_callback(wake)
-            if timer is not None:
-                timer.cancel()
-        return exited.done()
+        deadline = None if seconds is None else loop.time() + seconds
+        while not exited.done():
+            timer = None
+            if deadline is not None:
+                if loop.time() >= deadline:
+                    return False
+                timer = loop.call_at(deadline, wait.wake)
+            future = wait.future = loop.create_future()
+            try:
+                await future
+            finally:
+                wait.future = None
+                if timer is not None:
+                    timer.cancel()
+        return True
 
 
 class _ZMQSyncRun(_RunBase[T], Iterator[T]):
@@ -744,14 +747,17 @@ def _pause_then_close(wait: _Wait, socket: zmq.Socket[Any] | None) -> None:
         socket.close(linger=0)
 
 
-def _exit_seen(loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None]) -> None:
+def _exit_seen(
+    loop: asyncio.AbstractEventLoop, fd: int, exited: asyncio.Future[None], wait: _Wait
+) -> None:
     loop.remove_reader(fd)
     if not exited.done():
         exited.set_result(None)
+    wait.wake()  # a wait for a message, or for the exit
 
 
 class _Wait:
-    """The one pending wait of an async run for its socket.
+    """The one pending wait of an async run: for its socket, or for its worker's exit.
 
     The loop's callbacks hold this, never the run, so a dropped run is still
     collected. The socket's ZMQ_FD is watched only while a wait is pending or until it next
@@ -771,9 +777,6 @@ class _Wait:
         future = self.future
         if future is not None and not future.done():
             future.set_result(None)
-
-    def on_exit(self, _: object) -> None:
-        self.wake()
 
     def ready(self) -> None:
         """Wake the wait, or stop watching: the socket's ZMQ_FD is readable."""
