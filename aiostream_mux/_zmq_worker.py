@@ -44,6 +44,7 @@ import zmq
 
 from ._engine import _is_async_run
 from ._exceptions import ConfigError, WorkerError
+from ._mux._base import _Started
 from ._streamer import Stream, Streamer
 from ._zmq_shm import SlotError, SlotWriter
 from ._zmq_wire import SOCKET_NAME, Encoder, encode_end, encode_error, parse_control
@@ -466,15 +467,18 @@ def _load(payload: Any, pickled: bool, start_method: str) -> Any:
 
 
 def _items(streamer: Any, seed: Any) -> Iterator[Any]:
-    """Iterate ``streamer``: its own run when that is a sync iterator, else a Stream."""
+    """Iterate ``streamer``: its own run when that is a sync iterator, else a Stream.
+
+    The run is started first and its kind looked at, rather than the source's
+    kind asked in advance, which costs a fresh worker more.
+    """
     if not isinstance(streamer, Streamer):
         return iter(streamer.iterate())  # a pescador Streamer
-    if not streamer._is_async():
-        run = streamer._start(seed)
-        if not _is_async_run(run):
-            return cast("Iterator[Any]", run)  # nothing for a Stream to add here
-        # An async run after all: not started yet, so it can simply be dropped.
-    return iter(Stream(streamer, _seed=seed))
+    run = streamer._start(seed)
+    if not _is_async_run(run):
+        return cast("Iterator[Any]", run)  # nothing for a Stream to add here
+    # An async run: a Stream serves it to this thread through its portal.
+    return iter(Stream(_Started(streamer, run), _seed=seed))
 
 
 def worker_main(
@@ -546,15 +550,16 @@ def worker_main(
             code = 1
         finally:
             _set_handler(_SIGTERM, _SIG_IGN)
-            socket.close(linger=0)
             if _terminated[0]:
                 _remove_if_orphaned(consumer_pid, address)
             if start_method == "fork":
-                # A forked child ends with os._exit anyway; skip joining ZeroMQ's I/O
-                # thread, which holds nothing to deliver (the consumer asked us to stop).
+                # A forked child ends with os._exit anyway: the kernel closes the
+                # socket, and ZeroMQ's I/O thread holds nothing to deliver (the
+                # consumer asked us to stop, or is gone).
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+            socket.close(linger=0)
             context.term()
         if code:
             sys.exit(code)
