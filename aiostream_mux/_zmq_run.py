@@ -42,6 +42,7 @@ from ._zmq_shm import SHM_ROOT, SlotReader
 from ._zmq_wire import DATA, END, SOCKET_NAME, STOP, Decoder, Malformed, bind, encode_ack
 from ._zmq_worker import (
     MAX_IN_FLIGHT,
+    MIN_IN_FLIGHT,
     Child,
     describe_exit,
     make_process,
@@ -230,14 +231,26 @@ class _RunBase(Generic[T]):
         )
 
     def _owes_acknowledgement(self) -> bool:
-        return self._taken != self._acknowledged or bool(self._slots and self._slots.owes())
+        """Whether to acknowledge before waiting for the next message.
+
+        Only when the worker may be waiting for credit, or shared memory is owed
+        back. The worker always has :data:`MIN_IN_FLIGHT` messages of credit, so
+        with fewer unacknowledged it cannot be waiting: any message on the way
+        wakes this consumer, and with none on the way the worker still has
+        credit. An acknowledgement per message would wake the worker's I/O thread
+        each time, which takes its CPU from a busy worker.
+        """
+        return self._taken - self._acknowledged >= MIN_IN_FLIGHT or bool(
+            self._slots and self._slots.owes()
+        )
 
     def _acknowledge(self) -> None:
         """Tell the worker how many data messages were taken in: credit to send more.
 
         Done early (every quarter of ``prefetch_bytes``, every :data:`ACK_EVERY`
-        messages) so the worker never waits on a busy consumer, and always before
-        the consumer waits for a message, so neither waits on the other.
+        messages) so the worker never waits on a busy consumer, and before the
+        consumer waits for a message whenever the worker may be waiting for credit
+        (:meth:`_owes_acknowledgement`), so neither waits on the other.
         """
         shadow, slots = self._shadow, self._slots
         if shadow is None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import glob
+import itertools
 import mmap
 import os
 import select
@@ -30,7 +31,7 @@ import zmq
 import aiostream_mux as am
 from aiostream_mux import ConfigError, DataError, Streamer, UnsupportedBackendError, WorkerError
 from aiostream_mux._zmq import ZMQStreamer
-from aiostream_mux._zmq_run import _cancel_pending, _ZMQRun, _ZMQSyncRun
+from aiostream_mux._zmq_run import _cancel_pending, _RunBase, _ZMQRun, _ZMQSyncRun
 from aiostream_mux._zmq_shm import SHM_ROOT, shm_root
 from aiostream_mux._zmq_wire import RemoteTraceback
 
@@ -157,6 +158,20 @@ def rendezvous(mine: str, other: str) -> Iterator[Sample]:
     wait_flag(other)
     for i in range(3):
         yield {"who": mine, "i": i}
+
+
+def paced(n: int, seconds: float) -> Iterator[Sample]:
+    """``n`` samples, ``seconds`` apart: the consumer waits for each."""
+    for i in range(n):
+        time.sleep(seconds)
+        yield {"i": i}
+
+
+def small_then_large(nbytes: int) -> Iterator[Sample]:
+    """Three small samples, then one array of ``nbytes``."""
+    for i in range(3):
+        yield {"i": i, "x": np.full(4, i)}
+    yield {"i": 3, "x": np.ones(nbytes, dtype=np.uint8)}
 
 
 def spin(n: int) -> Iterator[Sample]:
@@ -1002,6 +1017,68 @@ async def test_dropped_run_ends_its_worker(no_leftovers: None) -> None:
     del run
     await asyncio.sleep(0)  # lets the loop drop the exit watcher
     assert wait_until_gone(pid)
+
+
+# -- flow control
+
+
+def count_acknowledgements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the consumer's acknowledgements (one entry per call)."""
+    calls: list[int] = []
+    original = _RunBase._acknowledge
+
+    def counted(run: _RunBase[Any]) -> None:
+        calls.append(run._taken)
+        original(run)
+
+    monkeypatch.setattr(_RunBase, "_acknowledge", counted)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_waiting_consumer_acknowledges_every_other_message(
+    mode: str, monkeypatch: pytest.MonkeyPatch, no_leftovers: None
+) -> None:
+    # Every sample its own message (batch_latency=0), each one waited for. The worker
+    # always has two messages of credit, so an acknowledgement per message would only
+    # wake its I/O thread for nothing.
+    calls = count_acknowledgements(monkeypatch)
+    z = ZMQStreamer(Streamer(paced, 20, 0.005), batch_latency=0)
+    if mode == "sync":
+        out = [s["i"] for s in z]
+    else:
+
+        async def consume() -> list[int]:
+            return [s["i"] async for s in z]
+
+        out = asyncio.run(consume())
+    assert out == list(range(20))
+    assert 1 <= len(calls) <= 10
+    assert all(b - a >= 2 for a, b in itertools.pairwise([0, *calls]))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_large_message_after_small_ones_gets_its_credit(mode: str, no_leftovers: None) -> None:
+    # The worker has two small messages in flight and a third, larger than the rest
+    # of prefetch_bytes, to send: it waits for credit, which the consumer must give
+    # before it waits in turn.
+    nbytes = 3 << 20
+    z = ZMQStreamer(
+        Streamer(small_then_large, nbytes),
+        batch_latency=0,
+        prefetch_bytes=1 << 20,
+        shm_threshold=None,
+    )
+    if mode == "sync":
+        out = list(z)
+    else:
+
+        async def consume() -> list[Sample]:
+            return [s async for s in z]
+
+        out = asyncio.run(consume())
+    assert [s["i"] for s in out] == [0, 1, 2, 3]
+    assert out[3]["x"].nbytes == nbytes
 
 
 # -- composition and backends
