@@ -36,7 +36,7 @@ Fairness (what each side does per run):
   receives an end message, asks the worker to stop and reaps it.
 
 Time to first item: start, receive one array, end the worker; ``k`` (20) times
-per run, and three times the rounds of the other workloads, since a round is
+per run, and six times the rounds of the other workloads, since a round is
 short and its paired ratios scatter. Both sides end and reap their worker inside
 the timed loop (raw: SIGTERM, an immediate kill; ours: the polite STOP message,
 the source closed in the worker, then its exit), so the time is "first item plus
@@ -338,7 +338,7 @@ def first_item(k: int) -> Workload:
             Ratio(MUX_SYNC, PESCADOR),
         ),
         items=k,
-        round_factor=3,  # a round takes ~0.4 s, and its ratios scatter by +-0.1
+        round_factor=6,  # a round takes ~1 s, and its paired ratios scatter by +-0.2
         note=f"start method {multiprocessing.get_start_method()!r} for every variant; "
         "the consumer's ZeroMQ context is shared per process for ours and raw; "
         "each iteration also ends and reaps the worker (raw: SIGTERM; ours: polite "
