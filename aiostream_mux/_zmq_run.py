@@ -505,7 +505,8 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             try:
                 await future
             finally:
-                wait.future = None
+                if wait.future is future:  # a close may have put its own wait there
+                    wait.future = None
                 if timer is not None:
                     timer.cancel()
 
@@ -573,7 +574,8 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             try:
                 await future
             finally:
-                wait.future = None
+                if wait.future is future:  # a close may have put its own wait there
+                    wait.future = None
                 if timer is not None:
                     timer.cancel()
         return True

@@ -853,6 +853,25 @@ async def test_a_run_dropped_on_the_loop_stops_watching_its_socket_at_once(
 
 
 @pytest.mark.asyncio
+async def test_a_close_from_another_task_ends_a_pending_read(
+    make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
+    # One task waits for the next message while another closes the run: the read is
+    # cancelled, and the close still sees the worker's exit (its wait is its own).
+    z = ZMQStreamer(Streamer(waits_for, make_flag("never").path), timeout=0.5)
+    run = z._start(prefer_async=True)
+    assert isinstance(run, _ZMQRun)
+    first = await run.__anext__()
+    reader = asyncio.create_task(run.__anext__())
+    await asyncio.sleep(0)  # the reader's first step: nothing to read, so it waits
+    assert run._wait.future is not None
+    await asyncio.wait_for(run.aclose(), 30)
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert not alive(first["pid"])
+
+
+@pytest.mark.asyncio
 async def test_a_close_cancelled_while_it_waits_still_ends_the_worker(
     make_flag: Callable[[str], Flag], no_leftovers: None
 ) -> None:
