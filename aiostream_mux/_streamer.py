@@ -815,9 +815,6 @@ class _Derived(Streamer[T]):
     def _is_async(self) -> bool:
         return self._make_sync is None
 
-    def _runs_sync(self) -> bool:
-        return self._make_sync is not None
-
     def _start(
         self,
         seed: np.random.SeedSequence | None = None,

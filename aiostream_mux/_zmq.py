@@ -96,8 +96,9 @@ class ZMQStreamer(Streamer[T]):
     :mod:`zmq.asyncio`, so ``async for`` on asyncio works directly, a plain
     ``for`` receives on a blocking socket of its own (no event loop, no
     thread), and a mux over several ZMQStreamers receives from all of them
-    concurrently on one loop (under a plain ``for``, it starts their workers
-    together and reads each one's socket in turn, without a loop).
+    concurrently on one loop (under a plain ``for``, a StochasticMux,
+    ShuffledMux or RoundRobinMux starts their workers together and reads each
+    one's socket in turn, without a loop).
 
     Samples are dicts whose values are numpy arrays (any shape; bool, numeric,
     datetime, str or bytes dtype; C or Fortran order or not contiguous), numpy
@@ -244,7 +245,12 @@ class ZMQStreamer(Streamer[T]):
         return True  # an async consumer receives from it on its own loop
 
     def _runs_sync(self) -> bool:
-        return True  # a sync consumer receives on a plain socket, without a loop
+        # A sync consumer receives on a plain socket, without a loop; a mux's sync
+        # driver takes it when its worker forks, which takes milliseconds. A spawned
+        # worker takes a good part of a second to start: there the async driver,
+        # which starts the next activations early, runs the mux (on the portal).
+        context = multiprocessing.get_context(self.start_method)
+        return context.get_start_method() == "fork"
 
     def _start(
         self,

@@ -591,6 +591,7 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
     """
 
     _timed = False
+    _asked = False  # STOP sent by stop_nowait()
 
     def __iter__(self) -> _ZMQSyncRun[T]:
         return self
@@ -616,7 +617,7 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             raise
 
     def _next_message(self) -> T:
-        if self._state is _DONE:
+        if self._state is _DONE or self._asked:
             raise StopIteration
         try:
             while True:
@@ -660,6 +661,25 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             elif time.monotonic() >= deadline:
                 raise self._died()
 
+    def stop_nowait(self) -> None:
+        """Ask the worker to stop, without waiting: :meth:`close` then waits for it.
+
+        So a mux's sync driver stops several workers at once, each one closing its
+        source meanwhile, and the next activation need not wait for a slow one.
+        """
+        if self._state is not _RUNNING or self._asked or self._inherited():
+            return
+        self._asked = True
+        self._items.clear()
+        child = self._child
+        if child is not None and not child.exited():
+            self._ask_to_leave()
+
+    def exited_nowait(self) -> bool:
+        """Whether the worker has exited (or never started, or was reaped), without waiting."""
+        child = self._child
+        return self._state is not _RUNNING or child is None or child.exited()
+
     def close(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
         if not self._begin_close():
@@ -668,7 +688,8 @@ class _ZMQSyncRun(_RunBase[T], Iterator[T]):
             child = self._child
             if child is not None and not child.exited():
                 try:
-                    self._ask_to_leave()
+                    if not self._asked:
+                        self._ask_to_leave()
                     timeout = self._owner.timeout
                     if not child.exited(timeout):
                         child.signal(signal.SIGTERM)
@@ -743,7 +764,7 @@ def _anyio_task_states() -> Any:
         from anyio._backends._asyncio import _task_states
     except ImportError:  # pragma: no cover - another anyio
         return None
-    return _task_states if hasattr(_task_states, "__contains__") else None
+    return _task_states
 
 
 _anyio_tasks = _anyio_task_states()

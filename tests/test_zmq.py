@@ -1114,21 +1114,34 @@ def test_mux_runs_workers_at_the_same_time(
     assert out == [(a, 0), (b, 0), (a, 1), (b, 1), (a, 2), (b, 2)]
 
 
+def test_which_muxes_run_their_zmq_members_without_a_loop() -> None:
+    # The sync driver for forked workers; the async one (early starts) for spawned
+    # workers, which take a good part of a second to start, and for chains.
+    forked = [ZMQStreamer(Streamer(counter, 4), start_method="fork") for _ in range(2)]
+    spawned = [ZMQStreamer(Streamer(counter, 4), start_method="spawn") for _ in range(2)]
+    assert am.RoundRobinMux(forked)._runs_sync()
+    assert am.RoundRobinMux([*forked, Streamer(counter, 2)])._runs_sync()
+    assert not am.RoundRobinMux([*forked, spawned[0]])._runs_sync()
+    assert not am.ShuffledMux(spawned)._runs_sync()
+    assert not am.ChainMux(forked)._runs_sync()
+    assert not am.RoundRobinMux([am.ChainMux(forked)])._runs_sync()
+
+
 @pytest.mark.parametrize(
     "mux_class",
-    [am.RoundRobinMux, am.ShuffledMux, am.StochasticMux, am.ChainMux],
-    ids=["roundrobin", "shuffled", "stochastic", "chain"],
-)
-def test_sync_mux_over_zmq_streamers_receives_without_a_loop(
+    [am.RoundRobinMux, am.ShuffledMux, am.StochasticMux],
+    ids=["roundrobin", "shuffled", "stochastic"],
+)  # not ChainMux: its async driver starts the next worker early, through the portal
+def test_sync_mux_over_forked_zmq_streamers_receives_without_a_loop(
     mux_class: Callable[..., am.Streamer[Sample]], no_leftovers: None
 ) -> None:
     """A plain ``for`` draws from each worker's socket directly: no portal thread."""
-    members = [ZMQStreamer(Streamer(counter, 4)), ZMQStreamer(Streamer(counter, 4))]
+    # Forked workers: spawned ones start slowly, and go through the portal's async driver.
+    members = [ZMQStreamer(Streamer(counter, 4), start_method="fork") for _ in range(2)]
     kwargs: dict[str, Any] = {"mode": "exhaustive"} if mux_class is not am.ShuffledMux else {}
     if mux_class is am.StochasticMux:
         kwargs.update(n_active=2, rate=None)
-    if mux_class is not am.ChainMux:
-        kwargs["random_state"] = 0
+    kwargs["random_state"] = 0
     mux = mux_class(members, **kwargs)
     threads = threading.active_count()
     with mux.iterate(max_iter=8) as stream:
@@ -1141,6 +1154,69 @@ def test_sync_mux_over_zmq_streamers_receives_without_a_loop(
         assert set(out) <= set(range(4))
     else:
         assert sorted(out) == sorted(list(range(4)) * 2)
+
+
+def test_a_sync_mux_stops_a_worker_as_soon_as_its_activation_ends(
+    make_flag: Callable[[str], Flag], no_leftovers: None
+) -> None:
+    # Member 0's activation ends after 3 samples and nothing takes its slot (each
+    # member is activated once): its worker is stopped then, not when the mux ends.
+    flag = make_flag("go")
+    mux = am.StochasticMux(
+        [
+            ZMQStreamer(Streamer(forever), start_method="fork"),
+            ZMQStreamer(Streamer(waits_for, flag.path), start_method="fork"),
+        ],
+        n_active=2,
+        rate=3,
+        dist="constant",
+        mode="exhaustive",
+        weights=[0.99, 0.01],
+        random_state=0,
+    )
+    with mux.iterate() as stream:
+        first_pids: list[int] = []
+        for sample in stream:
+            if "x" in sample:  # member 0
+                first_pids.append(sample["pid"])
+                if len(first_pids) == 3:
+                    flag.raise_()  # member 1 may send its second sample now
+            elif sample["i"] == 1:  # member 1's second: drawn after member 0 ended
+                assert wait_until_gone(first_pids[0])
+                break
+    assert len(first_pids) == 3
+
+
+@pytest.mark.parametrize("mux_class", [am.RoundRobinMux, am.StochasticMux], ids=["rr", "stoch"])
+def test_a_sync_mux_asks_all_its_workers_to_stop_before_it_waits_for_one(
+    mux_class: Callable[..., am.Streamer[Sample]],
+    monkeypatch: pytest.MonkeyPatch,
+    no_leftovers: None,
+) -> None:
+    # So each worker closes its source at the same time as the others.
+    events: list[tuple[str, int]] = []
+    stop_nowait, close = _ZMQSyncRun.stop_nowait, _ZMQSyncRun.close
+
+    def recorded_stop(run: _ZMQSyncRun[Any]) -> None:
+        events.append(("stop", id(run)))
+        stop_nowait(run)
+
+    def recorded_close(run: _ZMQSyncRun[Any]) -> None:
+        events.append(("close", id(run)))
+        close(run)
+
+    monkeypatch.setattr(_ZMQSyncRun, "stop_nowait", recorded_stop)
+    monkeypatch.setattr(_ZMQSyncRun, "close", recorded_close)
+    members = [ZMQStreamer(Streamer(forever), start_method="fork") for _ in range(3)]
+    kwargs: dict[str, Any] = {"mode": "cycle"} if mux_class is am.RoundRobinMux else {}
+    if mux_class is am.StochasticMux:
+        kwargs.update(n_active=3, rate=None, random_state=0)
+    with mux_class(members, **kwargs).iterate(max_iter=9) as stream:
+        assert len(list(stream)) == 9
+    stopped = [run for kind, run in events if kind == "stop"]
+    assert len(set(stopped)) == 3
+    first_close = next(i for i, (kind, _) in enumerate(events) if kind == "close")
+    assert {run for _, run in events[:first_close]} == set(stopped)
 
 
 @pytest.mark.asyncio

@@ -231,10 +231,30 @@ class _Started(Streamer[T]):
 
 
 def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Iterator[T]:
-    """Run ``policy`` over sync members, calling ``next()`` on them directly."""
+    """Run ``policy`` over sync members, calling ``next()`` on them directly.
+
+    A run that ends its activation is retired at once. Runs of worker processes
+    (ZMQStreamers) are asked to stop without waiting (``stop_nowait``) and closed
+    once their worker is gone, or at the end, all together: one slow worker's
+    stop does not hold up the next activation, nor the others' stops.
+    """
     items: list[Iterator[T] | None] = [None] * policy.n_slots
     runs: list[object] = [None] * policy.n_slots
+    stopping: list[Any] = []
     samples, slot_member = counters.samples, counters.slot_member
+
+    def retire(slot: int) -> None:
+        run, runs[slot], items[slot] = runs[slot], None, None
+        stop = getattr(run, "stop_nowait", None)
+        if stop is None:
+            close_run(run)
+            return
+        stop()
+        stopping.append(run)
+        for done in [run for run in stopping if run.exited_nowait()]:
+            stopping.remove(done)
+            done.close()
+
     try:
         for activation in policy.start():
             counters.activated(activation)
@@ -247,8 +267,10 @@ def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Itera
                 item = next(items[slot])  # type: ignore[arg-type]
             except StopIteration:
                 counters.exhausted(slot)
+                retire(slot)
                 for activation in on_exhausted(slot):
-                    close_run(runs[activation.slot])
+                    if runs[activation.slot] is not None:
+                        retire(activation.slot)
                     counters.activated(activation)
                     items[activation.slot], runs[activation.slot] = open_sync(
                         member_of(activation), activation
@@ -259,6 +281,10 @@ def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Itera
             yield item
     finally:
         for run in runs:
+            stop = getattr(run, "stop_nowait", None)
+            if stop is not None:
+                stop()
+        for run in [*stopping, *runs]:
             close_run(run)
 
 

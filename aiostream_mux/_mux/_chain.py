@@ -232,8 +232,10 @@ class ChainMux(BaseMux[T]):
         return known is not None and any(member._is_async() for member in known)
 
     def _runs_sync(self) -> bool:
-        known = self._members.known
-        return known is None or all(member._runs_sync() for member in known)
+        # Not BaseMux's rule: with a ZMQStreamer among the members, the async driver
+        # runs the chain (through the portal under a plain for), since it starts the
+        # next member's worker while the current one still runs.
+        return not self._is_async()
 
     def _start(
         self,
@@ -243,8 +245,7 @@ class ChainMux(BaseMux[T]):
     ) -> Run[T]:
         spawn = SeedSpawner(seed if seed is not None else self._root_seed)
         cycle = self.mode == "cycle"
-        lazy = self._members.known is None
-        if not self._runs_sync() or (prefer_async and (lazy or self._is_async())):
+        if self._is_async() or (prefer_async and self._members.known is None):
             return _ChainAsync(self._members, spawn, cycle, task_group, self.prefetch)
         return _chain_sync(self._members, spawn, cycle)
 
