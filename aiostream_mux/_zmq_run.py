@@ -491,7 +491,6 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
                 self._acknowledge()
                 if cast(int, shadow.get(_EVENTS)) & _POLLIN:
                     continue  # ZMQ_FD is edge-triggered: look again after sending
-            timer = None
             if exited.done():
                 # The worker is gone; what it sent before may still be on the way.
                 now = loop.time()
@@ -499,16 +498,8 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
                     deadline = now + self._grace
                 elif now >= deadline:
                     raise self._died()
-                timer = loop.call_at(deadline, wait.wake)
             wait.listen()
-            future = wait.future = loop.create_future()
-            try:
-                await future
-            finally:
-                if wait.future is future:  # a close may have put its own wait there
-                    wait.future = None
-                if timer is not None:
-                    timer.cancel()
+            await wait.until_woken(deadline)
 
     async def aclose(self) -> None:
         """Stop the worker (politely, then SIGTERM, then SIGKILL) and release everything."""
@@ -565,19 +556,9 @@ class _ZMQRun(_RunBase[T], AsyncIterator[T]):
             return exited.done()
         deadline = None if seconds is None else loop.time() + seconds
         while not exited.done():
-            timer = None
-            if deadline is not None:
-                if loop.time() >= deadline:
-                    return False
-                timer = loop.call_at(deadline, wait.wake)
-            future = wait.future = loop.create_future()
-            try:
-                await future
-            finally:
-                if wait.future is future:  # a close may have put its own wait there
-                    wait.future = None
-                if timer is not None:
-                    timer.cancel()
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await wait.until_woken(deadline)
         return True
 
 
@@ -813,6 +794,20 @@ class _Wait:
         future = self.future
         if future is not None and not future.done():
             future.set_result(None)
+
+    async def until_woken(self, deadline: float | None) -> None:
+        """Wait until :meth:`wake` (or :meth:`ready`), or the loop's time ``deadline``."""
+        loop = self.loop
+        assert loop is not None
+        timer = loop.call_at(deadline, self.wake) if deadline is not None else None
+        future = self.future = loop.create_future()
+        try:
+            await future
+        finally:
+            if self.future is future:  # a close may have put its own wait there
+                self.future = None
+            if timer is not None:
+                timer.cancel()
 
     def ready(self) -> None:
         """Wake the wait, or stop watching: the socket's ZMQ_FD is readable."""
