@@ -97,8 +97,8 @@ class ZMQStreamer(Streamer[T]):
     ``for`` receives on a blocking socket of its own (no event loop, no
     thread), and a mux over several ZMQStreamers receives from all of them
     concurrently on one loop (under a plain ``for``, a StochasticMux,
-    ShuffledMux or RoundRobinMux starts their workers together and reads each
-    one's socket in turn, without a loop).
+    ShuffledMux or RoundRobinMux of forked workers starts them together and
+    reads each one's socket in turn, without a loop).
 
     Samples are dicts whose values are numpy arrays (any shape; bool, numeric,
     datetime, str or bytes dtype; C or Fortran order or not contiguous), numpy

@@ -251,9 +251,9 @@ def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Itera
             return
         stop()
         stopping.append(run)
-        for done in [run for run in stopping if run.exited_nowait()]:
-            stopping.remove(done)
-            done.close()
+        for gone in [stopped for stopped in stopping if stopped.exited_nowait()]:
+            stopping.remove(gone)
+            gone.close()
 
     try:
         for activation in policy.start():
