@@ -267,8 +267,9 @@ class Streamer(StreamerPipeline[T], Generic[T]):
         """Tell whether a sync activation (``prefer_async=False``) needs no event loop.
 
         ``True`` for sync sources, and for sources with a sync path of their own
-        besides the async one (a ZMQStreamer). A mux whose members all run sync
-        serves ``for`` with its sync driver, without a background loop.
+        besides the async one that a mux should use (a ZMQStreamer whose worker
+        forks). A mux whose members all run sync serves ``for`` with its sync
+        driver, without a background loop.
         """
         source = self.streamer
         if isinstance(source, Streamer):

@@ -161,7 +161,11 @@ def rendezvous(mine: str, other: str) -> Iterator[Sample]:
 
 
 def paced(n: int, seconds: float) -> Iterator[Sample]:
-    """``n`` samples, ``seconds`` apart: the consumer waits for each."""
+    """``n`` samples, ``seconds`` apart, so the consumer usually waits for each.
+
+    The pause shapes the workload, it synchronises nothing: assertions on this
+    source hold whatever the timing.
+    """
     for i in range(n):
         time.sleep(seconds)
         yield {"i": i}

@@ -245,11 +245,9 @@ def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Itera
 
     def retire(slot: int) -> None:
         run, runs[slot], items[slot] = runs[slot], None, None
-        stop = getattr(run, "stop_nowait", None)
-        if stop is None:
+        if not stop_nowait(run):
             close_run(run)
             return
-        stop()
         stopping.append(run)
         for gone in [stopped for stopped in stopping if stopped.exited_nowait()]:
             stopping.remove(gone)
@@ -281,11 +279,18 @@ def _sync_driver(policy: MuxPolicy, member_of: Any, counters: Counters) -> Itera
             yield item
     finally:
         for run in runs:
-            stop = getattr(run, "stop_nowait", None)
-            if stop is not None:
-                stop()
+            stop_nowait(run)
         for run in [*stopping, *runs]:
             close_run(run)
+
+
+def stop_nowait(run: object) -> bool:
+    """Ask a run of a worker process to stop without waiting; False for other runs."""
+    stop = getattr(run, "stop_nowait", None)
+    if stop is None:
+        return False
+    stop()
+    return True
 
 
 def close_run(run: object) -> None:
